@@ -1,0 +1,41 @@
+//! Announce and scrape requests, after a frontend has parsed and sanitized them.
+
+use crate::{AddressFamily, Event, InfoHash, Params, Peer};
+
+/// An announce, whatever protocol it arrived by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnounceRequest {
+    pub info_hash: InfoHash,
+    /// The announcing peer, with the address the frontend decided to trust.
+    pub peer: Peer,
+    pub event: Event,
+    /// Whether the client sent an event at all (chihaya's `EventProvided`).
+    pub event_provided: bool,
+    /// Peers wanted, already capped by the frontend's `max_numwant`.
+    pub num_want: u32,
+    pub num_want_provided: bool,
+    /// Whether the address came from the request (`ip` parameter, UDP ip field)
+    /// rather than from the connection.
+    pub ip_provided: bool,
+    pub compact: bool,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub left: u64,
+    /// URL data and route parameters (passkeys live here).
+    pub params: Params,
+}
+
+impl AnnounceRequest {
+    /// A seeder has nothing left to download.
+    pub fn is_seeder(&self) -> bool {
+        self.left == 0
+    }
+}
+
+/// A scrape of one or more torrents, answered for the requester's address family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScrapeRequest {
+    pub address_family: AddressFamily,
+    pub info_hashes: Vec<InfoHash>,
+    pub params: Params,
+}

@@ -1,0 +1,603 @@
+//! The in-memory peer store, registered as chihaya's `memory` storage.
+//!
+//! Swarms are spread over `shard_count` shards by the first four bytes of the
+//! info hash (chihaya's rule); each shard is a `std::sync::Mutex` around one map
+//! of IPv4 swarms and one of IPv6 swarms. A std mutex rather than an async one:
+//! nothing awaits while holding it and every critical section is a few map and
+//! slice operations, so an announce reads and writes its swarm under one short
+//! lock and returns a ready future.
+//!
+//! One background thread expires stale peers every `gc_interval` and
+//! publishes totals every `prometheus_reporting_interval`; it stops when the
+//! store is stopped or dropped.
+
+mod swarm;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+use serde::Deserialize;
+use tracker::bittorrent::{
+    AddressFamily, AnnounceRequest, AnnounceResponse, InfoHash, Peer, Scrape, ScrapeRequest,
+    ScrapeResponse,
+};
+use tracker::config::ConfigDuration;
+use tracker::{
+    ConfigError, DriverConfig, PeerStore, ReadyOrBoxed, Registry, StoreError, StoreFuture,
+    StoreStats, SwarmChange,
+};
+
+use swarm::{Delta, Entry, Role, Swarm, V4Entry, V6Entry, v4_key, v6_key};
+
+/// The name chihaya registers this store under.
+pub const NAME: &str = "memory";
+
+/// The `storage.config` section of `memory` (chihaya's keys and code defaults).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MemoryConfig {
+    /// How often stale peers are removed.
+    pub gc_interval: ConfigDuration,
+    /// How long a peer stays without announcing.
+    pub peer_lifetime: ConfigDuration,
+    /// Number of shards (locks); more means less contention.
+    pub shard_count: usize,
+    /// How often the swarm and peer totals are recomputed for metrics.
+    pub prometheus_reporting_interval: ConfigDuration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            gc_interval: ConfigDuration(Duration::from_secs(3 * 60)),
+            peer_lifetime: ConfigDuration(Duration::from_secs(30 * 60)),
+            shard_count: 1024,
+            prometheus_reporting_interval: ConfigDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl DriverConfig for MemoryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let zero = |key: &str| ConfigError::new(key, "must be greater than zero");
+        if self.shard_count == 0 {
+            return Err(zero("shard_count"));
+        }
+        if self.shard_count > 1 << 20 {
+            return Err(ConfigError::new("shard_count", "must be at most 1048576"));
+        }
+        if self.gc_interval.0.is_zero() {
+            return Err(zero("gc_interval"));
+        }
+        if self.peer_lifetime.0.is_zero() {
+            return Err(zero("peer_lifetime"));
+        }
+        if self.prometheus_reporting_interval.0.is_zero() {
+            return Err(zero("prometheus_reporting_interval"));
+        }
+        if self.peer_lifetime.0 + self.gc_interval.0 > Duration::from_secs(365 * 24 * 3600) {
+            return Err(ConfigError::new(
+                "peer_lifetime",
+                "peer_lifetime plus gc_interval must be under a year",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Registers `memory` in a registry.
+pub fn register(registry: &mut Registry) {
+    registry.register_store(NAME, |config: MemoryConfig| {
+        Ok(Arc::new(MemoryStore::new(config)) as Arc<dyn PeerStore>)
+    });
+}
+
+/// Time in ticks since the store started, wrapping at 2^16.
+///
+/// Peers store their last-seen tick in 16 bits. A tick is one second unless
+/// `peer_lifetime + gc_interval` would not fit in half the wrap-around range,
+/// in which case ticks get longer, so an age is always measured unambiguously.
+#[derive(Debug)]
+struct Clock {
+    start: Instant,
+    tick: Duration,
+    lifetime_ticks: u16,
+}
+
+impl Clock {
+    fn new(lifetime: Duration, gc_interval: Duration) -> Self {
+        let horizon = (lifetime + gc_interval).as_secs_f64();
+        let tick_secs = (horizon / 16_384.0).ceil().max(1.0);
+        let tick = Duration::from_secs_f64(tick_secs);
+        Clock {
+            start: Instant::now(),
+            tick,
+            lifetime_ticks: (lifetime.as_secs_f64() / tick_secs).ceil() as u16,
+        }
+    }
+
+    fn now(&self) -> u16 {
+        (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u16
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    v4: HashMap<InfoHash, Swarm<V4Entry>>,
+    v6: HashMap<InfoHash, Swarm<V6Entry>>,
+    seeders: u64,
+    leechers: u64,
+}
+
+impl Shard {
+    fn apply(&mut self, d: Delta) {
+        self.seeders = self.seeders.wrapping_add_signed(d.seeders);
+        self.leechers = self.leechers.wrapping_add_signed(d.leechers);
+    }
+
+    fn swarms(&self) -> u64 {
+        (self.v4.len() + self.v6.len()) as u64
+    }
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    clock: Clock,
+    stats: [AtomicU64; 3],
+}
+
+/// A peer's address in the form its family's swarms key it by.
+enum Key {
+    V4([u8; 6]),
+    V6([u8; 18]),
+}
+
+fn key_of(peer: &Peer) -> Key {
+    match peer.ip() {
+        IpAddr::V4(ip) => Key::V4(v4_key(ip, peer.port)),
+        IpAddr::V6(ip) => Key::V6(v6_key(ip, peer.port)),
+    }
+}
+
+thread_local! {
+    static RNG: std::cell::RefCell<fastrand::Rng> = std::cell::RefCell::new(fastrand::Rng::new());
+}
+
+/// An operation on one swarm, generic over the address family's entry type.
+trait SwarmOp {
+    type Out;
+    fn run<E: Entry>(self, swarm: &mut Swarm<E>, key: E::Key) -> (Self::Out, Delta);
+}
+
+/// Applies a [`SwarmChange`].
+struct Change {
+    change: SwarmChange,
+    now: u16,
+}
+
+impl SwarmOp for Change {
+    type Out = ();
+    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> ((), Delta) {
+        let delta = match self.change {
+            SwarmChange::Remove => s.delete(k, None).unwrap_or_default(),
+            SwarmChange::Graduate => s.graduate(k, self.now),
+            SwarmChange::PutSeeder => s.put(k, Role::Seeder, self.now),
+            SwarmChange::PutLeecher => s.put(k, Role::Leecher, self.now),
+        };
+        ((), delta)
+    }
+}
+
+/// Removes a peer of a given role; `true` if it was there.
+struct Delete(Role);
+
+impl SwarmOp for Delete {
+    type Out = bool;
+    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> (bool, Delta) {
+        s.delete(k, Some(self.0))
+            .map_or((false, Delta::default()), |d| (true, d))
+    }
+}
+
+/// Picks peers for an announcer without changing the swarm.
+struct Select<'r> {
+    role: Role,
+    want: usize,
+    out: &'r mut AnnounceResponse,
+}
+
+impl SwarmOp for Select<'_> {
+    type Out = ();
+    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> ((), Delta) {
+        if self.want > 0 {
+            RNG.with(|rng| s.select(k, self.role, self.want, &mut rng.borrow_mut(), self.out));
+        }
+        ((), Delta::default())
+    }
+}
+
+/// The one-step announce: apply the change, then read counts and peers.
+struct Announce<'r> {
+    change: Change,
+    want: usize,
+    resp: &'r mut AnnounceResponse,
+}
+
+impl SwarmOp for Announce<'_> {
+    type Out = ();
+    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> ((), Delta) {
+        let role = if self.change.change.leaves_seeder() {
+            Role::Seeder
+        } else {
+            Role::Leecher
+        };
+        let ((), delta) = self.change.run(s, k);
+        self.resp.complete = s.seeders();
+        self.resp.incomplete = s.leechers();
+        self.resp.snatches = s.snatches;
+        Select {
+            role,
+            want: self.want,
+            out: self.resp,
+        }
+        .run(s, k);
+        ((), delta)
+    }
+}
+
+impl Inner {
+    fn shard(&self, ih: &InfoHash) -> MutexGuard<'_, Shard> {
+        let n =
+            u32::from_be_bytes([ih.0[0], ih.0[1], ih.0[2], ih.0[3]]) as usize % self.shards.len();
+        // A panic while holding a shard lock cannot leave a swarm half-updated
+        // in a way later operations trip over, so a poisoned lock is reused.
+        self.shards[n].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `op` on the swarm of the peer's family, creating the swarm if
+    /// `create`; `None` when it does not exist and was not created.
+    fn with_swarm<O: SwarmOp>(
+        &self,
+        ih: InfoHash,
+        peer: &Peer,
+        create: bool,
+        op: O,
+    ) -> Option<O::Out> {
+        let mut shard = self.shard(&ih);
+        let (out, delta) = match key_of(peer) {
+            Key::V4(k) if create => op.run(shard.v4.entry(ih).or_default(), k),
+            Key::V4(k) => op.run(shard.v4.get_mut(&ih)?, k),
+            Key::V6(k) if create => op.run(shard.v6.entry(ih).or_default(), k),
+            Key::V6(k) => op.run(shard.v6.get_mut(&ih)?, k),
+        };
+        shard.apply(delta);
+        Some(out)
+    }
+
+    fn put(&self, ih: InfoHash, peer: Peer, role: Role) {
+        let change = match role {
+            Role::Seeder => SwarmChange::PutSeeder,
+            Role::Leecher => SwarmChange::PutLeecher,
+        };
+        self.with_swarm(
+            ih,
+            &peer,
+            true,
+            Change {
+                change,
+                now: self.clock.now(),
+            },
+        );
+    }
+
+    fn graduate(&self, ih: InfoHash, peer: Peer) {
+        self.with_swarm(
+            ih,
+            &peer,
+            true,
+            Change {
+                change: SwarmChange::Graduate,
+                now: self.clock.now(),
+            },
+        );
+    }
+
+    fn delete(&self, ih: InfoHash, peer: Peer, role: Role) -> Result<(), StoreError> {
+        match self.with_swarm(ih, &peer, false, Delete(role)) {
+            Some(true) => Ok(()),
+            _ => Err(StoreError::ResourceDoesNotExist),
+        }
+    }
+
+    fn announce(&self, req: &AnnounceRequest, resp: &mut AnnounceResponse) {
+        let change = SwarmChange::of(req);
+        let op = Announce {
+            change: Change {
+                change,
+                now: self.clock.now(),
+            },
+            want: req.num_want as usize,
+            resp,
+        };
+        // A `stopped` for a swarm that does not exist must not create one.
+        self.with_swarm(req.info_hash, &req.peer, change != SwarmChange::Remove, op);
+    }
+
+    fn announce_peers(
+        &self,
+        ih: InfoHash,
+        seeder: bool,
+        want: u32,
+        peer: Peer,
+        out: &mut AnnounceResponse,
+    ) -> Result<(), StoreError> {
+        let role = if seeder { Role::Seeder } else { Role::Leecher };
+        self.with_swarm(
+            ih,
+            &peer,
+            false,
+            Select {
+                role,
+                want: want as usize,
+                out,
+            },
+        )
+        .ok_or(StoreError::ResourceDoesNotExist)
+    }
+
+    fn scrape(&self, ih: InfoHash, family: AddressFamily) -> Scrape {
+        let shard = self.shard(&ih);
+        let (complete, incomplete, snatches) = match family {
+            AddressFamily::V4 => shard
+                .v4
+                .get(&ih)
+                .map(|s| (s.seeders(), s.leechers(), s.snatches)),
+            AddressFamily::V6 => shard
+                .v6
+                .get(&ih)
+                .map(|s| (s.seeders(), s.leechers(), s.snatches)),
+        }
+        .unwrap_or_default();
+        Scrape {
+            info_hash: ih,
+            complete,
+            incomplete,
+            snatches,
+        }
+    }
+
+    /// Expires stale peers and removes empty swarms, one shard at a time so
+    /// announces to other shards are never held up.
+    fn collect_garbage(&self) {
+        let lifetime = self.clock.lifetime_ticks;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let now = self.clock.now();
+            let mut total = Delta::default();
+            shard.v4.retain(|_, s| {
+                let d = s.expire(now, lifetime);
+                total.seeders += d.seeders;
+                total.leechers += d.leechers;
+                !s.is_empty()
+            });
+            shard.v6.retain(|_, s| {
+                let d = s.expire(now, lifetime);
+                total.seeders += d.seeders;
+                total.leechers += d.leechers;
+                !s.is_empty()
+            });
+            shard.apply(total);
+        }
+    }
+
+    fn report(&self) {
+        let mut totals = [0u64; 3];
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            totals[0] += shard.swarms();
+            totals[1] += shard.seeders;
+            totals[2] += shard.leechers;
+        }
+        for (slot, value) in self.stats.iter().zip(totals) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Worker {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// chihaya's `memory` store. See the crate documentation.
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+    worker: Mutex<Option<Worker>>,
+}
+
+impl MemoryStore {
+    /// Builds the store and starts its background thread. `config` should have
+    /// passed [`DriverConfig::validate`]; zero values are replaced by defaults.
+    pub fn new(config: MemoryConfig) -> Self {
+        let defaults = MemoryConfig::default();
+        let pick = |d: ConfigDuration, default: ConfigDuration| {
+            if d.0.is_zero() { default.0 } else { d.0 }
+        };
+        let gc_interval = pick(config.gc_interval, defaults.gc_interval);
+        let lifetime = pick(config.peer_lifetime, defaults.peer_lifetime);
+        let reporting = pick(
+            config.prometheus_reporting_interval,
+            defaults.prometheus_reporting_interval,
+        );
+        let shard_count = config.shard_count.max(1);
+        let inner = Arc::new(Inner {
+            shards: (0..shard_count)
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+            clock: Clock::new(lifetime, gc_interval),
+            stats: Default::default(),
+        });
+        let (stop, stopped) = mpsc::channel();
+        let background = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("memory-store-gc".into())
+            .spawn(move || {
+                let mut next_gc = Instant::now() + gc_interval;
+                let mut next_report = Instant::now();
+                loop {
+                    let now = Instant::now();
+                    if now >= next_report {
+                        background.report();
+                        next_report = now + reporting;
+                    }
+                    if now >= next_gc {
+                        let started = Instant::now();
+                        background.collect_garbage();
+                        tracing::debug!(elapsed = ?started.elapsed(), "memory store: garbage collected");
+                        next_gc = Instant::now() + gc_interval;
+                    }
+                    let wait = next_gc.min(next_report).saturating_duration_since(Instant::now());
+                    match stopped.recv_timeout(wait) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })
+            .expect("spawning the memory store's background thread");
+        tracing::debug!(shard_count, ?gc_interval, ?lifetime, "memory store started");
+        MemoryStore {
+            inner,
+            worker: Mutex::new(Some(Worker { stop, thread })),
+        }
+    }
+
+    fn stop_worker(&self) {
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(worker) = worker {
+            let _ = worker.stop.send(());
+            let _ = worker.thread.join();
+        }
+    }
+
+    /// Runs one garbage collection now (tests and benchmarks).
+    pub fn collect_garbage(&self) {
+        self.inner.collect_garbage();
+    }
+}
+
+impl Drop for MemoryStore {
+    fn drop(&mut self) {
+        self.stop_worker();
+    }
+}
+
+impl PeerStore for MemoryStore {
+    fn announce<'a>(
+        &'a self,
+        req: &'a AnnounceRequest,
+        resp: &'a mut AnnounceResponse,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.announce(req, resp);
+        ReadyOrBoxed::ready(Ok(()))
+    }
+
+    fn put_seeder(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
+        self.inner.put(ih, peer, Role::Seeder);
+        ReadyOrBoxed::ready(Ok(()))
+    }
+
+    fn delete_seeder(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
+        ReadyOrBoxed::ready(self.inner.delete(ih, peer, Role::Seeder))
+    }
+
+    fn put_leecher(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
+        self.inner.put(ih, peer, Role::Leecher);
+        ReadyOrBoxed::ready(Ok(()))
+    }
+
+    fn delete_leecher(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
+        ReadyOrBoxed::ready(self.inner.delete(ih, peer, Role::Leecher))
+    }
+
+    fn graduate_leecher(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
+        self.inner.graduate(ih, peer);
+        ReadyOrBoxed::ready(Ok(()))
+    }
+
+    fn announce_peers<'a>(
+        &'a self,
+        ih: InfoHash,
+        seeder: bool,
+        num_want: u32,
+        peer: Peer,
+        out: &'a mut AnnounceResponse,
+    ) -> StoreFuture<'a, ()> {
+        ReadyOrBoxed::ready(self.inner.announce_peers(ih, seeder, num_want, peer, out))
+    }
+
+    fn scrape(&self, ih: InfoHash, family: AddressFamily) -> StoreFuture<'_, Scrape> {
+        ReadyOrBoxed::ready(Ok(self.inner.scrape(ih, family)))
+    }
+
+    fn scrape_many<'a>(
+        &'a self,
+        req: &'a ScrapeRequest,
+        resp: &'a mut ScrapeResponse,
+    ) -> StoreFuture<'a, ()> {
+        resp.files.extend(
+            req.info_hashes
+                .iter()
+                .map(|ih| self.inner.scrape(*ih, req.address_family)),
+        );
+        ReadyOrBoxed::ready(Ok(()))
+    }
+
+    fn stats(&self) -> StoreStats {
+        let [swarms, seeders, leechers] = &self.inner.stats;
+        StoreStats {
+            swarms: swarms.load(Ordering::Relaxed),
+            seeders: seeders.load(Ordering::Relaxed),
+            leechers: leechers.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stop(&self) -> StoreFuture<'_, ()> {
+        self.stop_worker();
+        ReadyOrBoxed::ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_ticks_fit_the_lifetime() {
+        let c = Clock::new(Duration::from_secs(31 * 60), Duration::from_secs(180));
+        assert_eq!(c.tick, Duration::from_secs(1));
+        assert_eq!(c.lifetime_ticks, 1860);
+        let long = Clock::new(
+            Duration::from_secs(7 * 24 * 3600),
+            Duration::from_secs(3600),
+        );
+        assert!(long.tick > Duration::from_secs(1));
+        assert!(u32::from(long.lifetime_ticks) < 1 << 15);
+    }
+
+    #[test]
+    fn config_validation_names_keys() {
+        let mut c = MemoryConfig {
+            shard_count: 0,
+            ..MemoryConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "shard_count");
+        c.shard_count = 4;
+        c.gc_interval = ConfigDuration(Duration::ZERO);
+        assert_eq!(c.validate().unwrap_err().key, "gc_interval");
+    }
+}

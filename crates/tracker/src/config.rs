@@ -1,0 +1,181 @@
+//! Pieces of configuration shared by every component: chihaya's duration syntax.
+//!
+//! chihaya is written in Go and its YAML durations use Go's syntax: a sequence
+//! of decimal numbers with units, `300ms`, `1.5h`, `2h45m`. Hooks and stores
+//! deserialize their durations through [`ConfigDuration`] so every key accepts
+//! the same spellings.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+/// A duration in Go's syntax (`30m`, `1h30m`, `250ms`, `1.5s`, `0`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDuration(pub Duration);
+
+impl From<ConfigDuration> for Duration {
+    fn from(d: ConfigDuration) -> Duration {
+        d.0
+    }
+}
+
+/// Parses Go's duration syntax. Negative durations are refused: no karuta
+/// setting has a meaning for them.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let invalid = || {
+        format!(
+            "invalid duration {input:?} (expected a number with a unit: ns, us, ms, s, m or h; e.g. \"30m\" or \"1h30m\")"
+        )
+    };
+    let s = input.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
+        return Err(invalid());
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        if number_len == 0 {
+            return Err(invalid());
+        }
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per_unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total += number * nanos_per_unit;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(format!("duration {input:?} is too large"));
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
+/// Formats a duration the way Go prints it (`30m0s`, `1h0m0s`, `250ms`), for logs
+/// and the printed default configuration.
+pub fn format_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < 1_000_000_000 {
+        return if nanos.is_multiple_of(1_000_000) {
+            format!("{}ms", nanos / 1_000_000)
+        } else if nanos.is_multiple_of(1_000) {
+            format!("{}us", nanos / 1_000)
+        } else {
+            format!("{nanos}ns")
+        };
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let frac = d.subsec_millis();
+    let sec = if frac == 0 {
+        format!("{s}s")
+    } else {
+        format!("{s}.{frac:03}s")
+    };
+    match (h, m) {
+        (0, 0) => sec,
+        (0, m) => format!("{m}m{sec}"),
+        (h, m) => format!("{h}h{m}m{sec}"),
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ConfigDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"30m\" or \"5s\"")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ConfigDuration, E> {
+                parse_duration(v).map(ConfigDuration).map_err(E::custom)
+            }
+
+            // Go's YAML decoder reads a bare integer as nanoseconds, which is
+            // never what an operator meant; only 0 is unambiguous.
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ConfigDuration, E> {
+                if v == 0 {
+                    Ok(ConfigDuration(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!(
+                        "a bare number ({v}) is not a duration: add a unit, e.g. \"{v}s\""
+                    )))
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConfigDuration, E> {
+                if v < 0 {
+                    Err(E::custom(format!("negative duration {v}")))
+                } else {
+                    self.visit_u64(v as u64)
+                }
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_syntax() {
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("10us").unwrap(), Duration::from_micros(10));
+        assert_eq!(parse_duration("3ns").unwrap(), Duration::from_nanos(3));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "5", "m", "5x", "-5s", "1h-5m", "5 s", "1..5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn formats_like_go() {
+        assert_eq!(format_duration(Duration::from_secs(1800)), "30m0s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.500s");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        for d in [1800, 3600, 5, 3725] {
+            let d = Duration::from_secs(d);
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn deserializes_from_values() {
+        let d: ConfigDuration = serde_json::from_value(serde_json::json!("3m")).unwrap();
+        assert_eq!(d.0, Duration::from_secs(180));
+        let zero: ConfigDuration = serde_json::from_value(serde_json::json!(0)).unwrap();
+        assert_eq!(zero.0, Duration::ZERO);
+        let err = serde_json::from_value::<ConfigDuration>(serde_json::json!(60)).unwrap_err();
+        assert!(err.to_string().contains("add a unit"), "{err}");
+    }
+}

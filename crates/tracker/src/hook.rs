@@ -1,0 +1,42 @@
+//! Middleware: code that runs on every request before or after the reply.
+
+use bittorrent::{AnnounceRequest, AnnounceResponse, ScrapeRequest, ScrapeResponse};
+
+use crate::{ReadyOrBoxed, RequestContext, TrackerError};
+
+/// What a hook method returns: `Err` rejects the request (pre-hooks) and the
+/// client sees [`TrackerError::client_message`].
+pub type HookFuture<'a> = ReadyOrBoxed<'a, Result<(), TrackerError>>;
+
+/// A pre- or post-hook (chihaya's `middleware.Hook`).
+///
+/// A pre-hook may reject the request, fill the response, set the context's
+/// skip flags, or attach typed facts for later hooks. A post-hook runs after the
+/// client has its reply; its errors are logged, never sent.
+///
+/// A hook that needs no I/O returns `ReadyOrBoxed::ready(..)` and costs no
+/// allocation; one that waits returns `ReadyOrBoxed::boxed(async move { .. })`.
+pub trait Hook: Send + Sync + 'static {
+    fn handle_announce<'a>(
+        &'a self,
+        ctx: &'a mut RequestContext,
+        req: &'a AnnounceRequest,
+        resp: &'a mut AnnounceResponse,
+    ) -> HookFuture<'a>;
+
+    /// Scrapes pass untouched unless a hook says otherwise.
+    fn handle_scrape<'a>(
+        &'a self,
+        _ctx: &'a mut RequestContext,
+        _req: &'a ScrapeRequest,
+        _resp: &'a mut ScrapeResponse,
+    ) -> HookFuture<'a> {
+        ReadyOrBoxed::ready(Ok(()))
+    }
+
+    /// Releases the hook's resources (background refreshes, connections).
+    /// Called once when the tracker stops or reloads its configuration.
+    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
+        ReadyOrBoxed::ready(())
+    }
+}

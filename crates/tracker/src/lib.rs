@@ -1,0 +1,38 @@
+//! karuta's core: what happens to a request between a frontend and a store.
+//!
+//! - [`TrackerLogic`] runs the configured pre-hooks, the built-in response hook
+//!   (counts and peers from the store), then, after the frontend has replied,
+//!   the post-hooks and the built-in swarm interaction (the store write).
+//! - [`Hook`] and [`PeerStore`] are the two extension points; [`Registry`]
+//!   builds them by their chihaya names from their YAML options.
+//! - [`RequestContext`] carries per-request flags and typed facts that hooks
+//!   attach (a user id, say) from one hook to the next.
+//!
+//! Both traits return [`ReadyOrBoxed`] futures: an in-memory store or a hook that
+//! needs no I/O answers with a ready value and allocates nothing, while the Redis
+//! store or a hook that talks to a database boxes one future per call.
+
+pub mod config;
+mod context;
+mod error;
+mod future;
+mod hook;
+mod limits;
+mod logic;
+mod registry;
+mod store;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+pub use context::{Extensions, RequestContext};
+pub use error::{StoreError, TrackerError};
+pub use future::ReadyOrBoxed;
+pub use hook::{Hook, HookFuture};
+pub use limits::RequestLimits;
+pub use logic::{LogicConfig, NamedHook, TrackerLogic};
+pub use registry::{ConfigError, DriverConfig, Options, Registry};
+pub use store::{PeerStore, StoreFuture, StoreStats, SwarmChange};
+
+/// Re-exported so hook and store crates name one version of the protocol types.
+pub use bittorrent;

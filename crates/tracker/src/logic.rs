@@ -1,0 +1,198 @@
+//! The tracker logic: the order in which hooks and the store see a request.
+//!
+//! ```text
+//! handle_announce:  pre-hooks → response hook (store: counts + peers, and the
+//!                   write too when the store does both in one step)
+//!     (the frontend replies)
+//! after_announce:   post-hooks → swarm interaction (the store write, unless
+//!                   already done or skipped)
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bittorrent::{AnnounceRequest, AnnounceResponse, ScrapeRequest, ScrapeResponse};
+
+use crate::{Hook, PeerStore, RequestContext, StoreError, SwarmChange, TrackerError};
+
+/// chihaya's response settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogicConfig {
+    /// `announce_interval`: how often clients should announce.
+    pub announce_interval: Duration,
+    /// `min_announce_interval`: how often they may.
+    pub min_announce_interval: Duration,
+}
+
+impl Default for LogicConfig {
+    fn default() -> Self {
+        LogicConfig {
+            announce_interval: Duration::from_secs(30 * 60),
+            min_announce_interval: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A hook with the name it was configured under (for logs and metrics).
+#[derive(Clone)]
+pub struct NamedHook {
+    pub name: String,
+    pub hook: Arc<dyn Hook>,
+}
+
+/// Runs requests through the hook chain and the store. Shared by all frontends.
+pub struct TrackerLogic {
+    config: LogicConfig,
+    store: Arc<dyn PeerStore>,
+    pre_hooks: Vec<NamedHook>,
+    post_hooks: Vec<NamedHook>,
+}
+
+impl TrackerLogic {
+    pub fn new(
+        config: LogicConfig,
+        store: Arc<dyn PeerStore>,
+        pre_hooks: Vec<NamedHook>,
+        post_hooks: Vec<NamedHook>,
+    ) -> Self {
+        TrackerLogic {
+            config,
+            store,
+            pre_hooks,
+            post_hooks,
+        }
+    }
+
+    pub fn config(&self) -> &LogicConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn PeerStore> {
+        &self.store
+    }
+
+    /// Runs the pre-hooks and fills `resp`. On `Err` the frontend sends the
+    /// error's client message and must not call [`after_announce`](Self::after_announce).
+    pub async fn handle_announce(
+        &self,
+        ctx: &mut RequestContext,
+        req: &AnnounceRequest,
+        resp: &mut AnnounceResponse,
+    ) -> Result<(), TrackerError> {
+        resp.compact = req.compact;
+        resp.interval = self.config.announce_interval;
+        resp.min_interval = self.config.min_announce_interval;
+
+        for named in &self.pre_hooks {
+            if let Err(e) = named.hook.handle_announce(ctx, req, resp).await {
+                tracing::debug!(hook = %named.name, error = %e, "pre-hook rejected announce");
+                return Err(e);
+            }
+        }
+
+        if ctx.skip_response {
+            return Ok(());
+        }
+        if ctx.skip_swarm_interaction {
+            // Read only: the peers and counts the swarm has without this peer.
+            let seeder = req.is_seeder();
+            let peer = req.peer;
+            let scrape = self.store.scrape(req.info_hash, peer.family()).await?;
+            resp.complete = scrape.complete;
+            resp.incomplete = scrape.incomplete;
+            resp.snatches = scrape.snatches;
+            match self
+                .store
+                .announce_peers(req.info_hash, seeder, req.num_want, peer, resp)
+                .await
+            {
+                Ok(()) | Err(StoreError::ResourceDoesNotExist) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        self.store.announce(req, resp).await?;
+        ctx.swarm_written = true;
+        Ok(())
+    }
+
+    /// Runs the post-hooks, then writes the announce to the store unless the
+    /// store already did or a pre-hook asked it not to. Errors are logged:
+    /// the client already has its reply.
+    pub async fn after_announce(
+        &self,
+        ctx: &mut RequestContext,
+        req: &AnnounceRequest,
+        resp: &mut AnnounceResponse,
+    ) {
+        for named in &self.post_hooks {
+            if let Err(e) = named.hook.handle_announce(ctx, req, resp).await {
+                tracing::warn!(hook = %named.name, error = %e, "post-hook failed");
+            }
+        }
+        if ctx.skip_swarm_interaction || ctx.swarm_written {
+            return;
+        }
+        let (ih, peer) = (req.info_hash, req.peer);
+        let result = match SwarmChange::of(req) {
+            SwarmChange::Remove => {
+                // The peer is one or the other; only a real failure of either matters.
+                match self.store.delete_seeder(ih, peer).await {
+                    Ok(()) => Ok(()),
+                    Err(StoreError::ResourceDoesNotExist) => {
+                        self.store.delete_leecher(ih, peer).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            SwarmChange::Graduate => self.store.graduate_leecher(ih, peer).await,
+            SwarmChange::PutSeeder => self.store.put_seeder(ih, peer).await,
+            SwarmChange::PutLeecher => self.store.put_leecher(ih, peer).await,
+        };
+        match result {
+            Ok(()) | Err(StoreError::ResourceDoesNotExist) => ctx.swarm_written = true,
+            Err(e) => tracing::warn!(error = %e, "swarm interaction failed"),
+        }
+    }
+
+    /// Runs the pre-hooks and fills `resp` with one entry per info hash.
+    pub async fn handle_scrape(
+        &self,
+        ctx: &mut RequestContext,
+        req: &ScrapeRequest,
+        resp: &mut ScrapeResponse,
+    ) -> Result<(), TrackerError> {
+        for named in &self.pre_hooks {
+            if let Err(e) = named.hook.handle_scrape(ctx, req, resp).await {
+                tracing::debug!(hook = %named.name, error = %e, "pre-hook rejected scrape");
+                return Err(e);
+            }
+        }
+        if !ctx.skip_response {
+            self.store.scrape_many(req, resp).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn after_scrape(
+        &self,
+        ctx: &mut RequestContext,
+        req: &ScrapeRequest,
+        resp: &mut ScrapeResponse,
+    ) {
+        for named in &self.post_hooks {
+            if let Err(e) = named.hook.handle_scrape(ctx, req, resp).await {
+                tracing::warn!(hook = %named.name, error = %e, "post-hook failed");
+            }
+        }
+    }
+
+    /// Stops every hook (pre then post), once each. The store is not stopped:
+    /// it outlives configuration reloads and is stopped by its owner.
+    pub async fn stop_hooks(&self) {
+        for named in self.pre_hooks.iter().chain(&self.post_hooks) {
+            named.hook.stop().await;
+            tracing::debug!(hook = %named.name, "hook stopped");
+        }
+    }
+}
