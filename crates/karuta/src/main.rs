@@ -1,1 +1,5 @@
-fn main() {}
+//! The `karuta` binary: the library's command line with the built-in hooks and stores.
+
+fn main() -> std::process::ExitCode {
+    karuta::cli::main_with(karuta::default_registry())
+}

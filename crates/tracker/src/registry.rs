@@ -54,6 +54,7 @@ fn join_key(section: &str, key: &str) -> String {
 pub struct Options {
     value: serde_json::Value,
     path: String,
+    file: Option<String>,
 }
 
 impl Options {
@@ -62,7 +63,14 @@ impl Options {
         Options {
             value,
             path: path.into(),
+            file: None,
         }
+    }
+
+    /// Names the file the options came from, for warnings.
+    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+        self.file = Some(file.into());
+        self
     }
 
     pub fn path(&self) -> &str {
@@ -88,7 +96,19 @@ impl Options {
         let de = serde_ignored::Deserializer::new(value, &mut record);
         let result: Result<T, _> = serde_path_to_error::deserialize(de);
         for key in unknown {
-            tracing::warn!(key = %join_key(&self.path, &key), "unknown configuration key ignored");
+            // serde_ignored shows a level of `Option` as `?`; it is not part of the key.
+            let key = key
+                .split('.')
+                .filter(|part| *part != "?")
+                .collect::<Vec<_>>()
+                .join(".");
+            let key = join_key(&self.path, &key);
+            match &self.file {
+                Some(file) => {
+                    tracing::warn!(file = %file, key = %key, "unknown configuration key ignored")
+                }
+                None => tracing::warn!(key = %key, "unknown configuration key ignored"),
+            }
         }
         result.map_err(|e| {
             let inner = e.path().to_string();

@@ -1,0 +1,24 @@
+//! The karuta tracker as a library: configuration, wiring, signals, CLI.
+//!
+//! The `karuta` binary is `cli::main_with(default_registry())`. A company that
+//! compiles its own middleware in does the same with its hooks added to the
+//! registry (see `examples/custom_prehook.rs`):
+//!
+//! ```no_run
+//! let mut registry = karuta::default_registry();
+//! // registry.register_hook("my hook", |options: MyOptions| Ok(Arc::new(MyHook::new(options)) as _));
+//! std::process::exit(karuta::cli::main_with(registry) as i32);
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod server;
+
+pub use server::Tracker;
+
+/// A registry with every built-in hook and store under its chihaya name.
+pub fn default_registry() -> tracker::Registry {
+    let mut registry = tracker::Registry::new();
+    storage_memory::register(&mut registry);
+    registry
+}

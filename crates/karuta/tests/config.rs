@@ -1,0 +1,378 @@
+//! Configuration: chihaya's own example files load with chihaya's meaning, and
+//! each kind of mistake gives a one-line error naming the file and the key, and
+//! a non-zero exit from the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use karuta::config::{self, ConfigSource, HttpConfig, TrackerConfig, UdpConfig};
+use tracker::config::ConfigDuration;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/chihaya")
+        .join(name)
+}
+
+fn secs(s: u64) -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(s))
+}
+
+fn mins(m: u64) -> ConfigDuration {
+    secs(m * 60)
+}
+
+/// The http and udp sections of both chihaya example files.
+fn chihaya_example_frontends() -> (HttpConfig, UdpConfig) {
+    let http = HttpConfig {
+        addr: "0.0.0.0:6969".into(),
+        https_addr: String::new(),
+        tls_cert_path: String::new(),
+        tls_key_path: String::new(),
+        read_timeout: secs(5),
+        write_timeout: secs(5),
+        enable_keepalive: false,
+        idle_timeout: secs(30),
+        enable_request_timing: false,
+        announce_routes: vec!["/announce".into()],
+        scrape_routes: vec!["/scrape".into()],
+        allow_ip_spoofing: false,
+        real_ip_header: "x-real-ip".into(),
+        max_numwant: 100,
+        default_numwant: 50,
+        max_scrape_infohashes: 50,
+    };
+    let udp = UdpConfig {
+        addr: "0.0.0.0:6969".into(),
+        max_clock_skew: secs(10),
+        private_key: "paste a random string here that will be used to hmac connection IDs".into(),
+        enable_request_timing: false,
+        allow_ip_spoofing: false,
+        max_numwant: 100,
+        default_numwant: 50,
+        max_scrape_infohashes: 50,
+    };
+    (http, udp)
+}
+
+#[test]
+fn chihaya_example_config_loads_with_chihayas_meaning() {
+    let source = ConfigSource::File(fixture("example_config.yaml"));
+    let loaded =
+        config::load(&source, &karuta::default_registry()).expect("chihaya's example loads");
+    assert_eq!(loaded.root, "chihaya");
+    let t = &loaded.tracker;
+    let (http, udp) = chihaya_example_frontends();
+    assert_eq!(t.announce_interval, mins(30));
+    assert_eq!(t.min_announce_interval, mins(15));
+    assert_eq!(t.metrics_addr, "0.0.0.0:6880");
+    assert_eq!(t.http.as_ref(), Some(&http));
+    assert_eq!(t.udp.as_ref(), Some(&udp));
+    assert_eq!(t.storage.name, "memory");
+    assert_eq!(
+        t.storage.config,
+        serde_json::json!({
+            "gc_interval": "3m", "peer_lifetime": "31m", "shard_count": 1024,
+            "prometheus_reporting_interval": "1s"
+        })
+    );
+    // `prehooks:` with only comments under it is null: no hooks.
+    assert_eq!(t.prehooks, None);
+    assert_eq!(t.posthooks, None);
+
+    // The memory store reads its section with the same meaning.
+    let memory: storage_memory::MemoryConfig = loaded.storage_options().deserialize().unwrap();
+    assert_eq!(
+        memory,
+        storage_memory::MemoryConfig {
+            gc_interval: mins(3),
+            peer_lifetime: mins(31),
+            shard_count: 1024,
+            prometheus_reporting_interval: secs(1),
+        }
+    );
+}
+
+#[test]
+fn chihaya_redis_example_config_parses_with_chihayas_meaning() {
+    let path = fixture("example_config_redis.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let loaded = config::parse_document(&ConfigSource::File(path), &text).expect("parses");
+    let t = &loaded.tracker;
+    let (http, udp) = chihaya_example_frontends();
+    assert_eq!(t.http.as_ref(), Some(&http));
+    assert_eq!(t.udp.as_ref(), Some(&udp));
+    assert_eq!(t.announce_interval, mins(30));
+    assert_eq!(t.min_announce_interval, mins(15));
+    assert_eq!(t.storage.name, "redis");
+    assert_eq!(
+        t.storage.config,
+        serde_json::json!({
+            "gc_interval": "3m", "peer_lifetime": "31m", "prometheus_reporting_interval": "1s",
+            "redis_broker": "redis://127.0.0.1:6379/0", "redis_connect_timeout": "15s",
+            "redis_read_timeout": "15s", "redis_write_timeout": "15s"
+        })
+    );
+    assert_eq!(t.prehooks, None);
+}
+
+#[test]
+fn shipped_example_is_the_embedded_default_and_documents_the_defaults() {
+    let registry = karuta::default_registry();
+    let embedded = config::load(&ConfigSource::Embedded, &registry).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/example_config.yaml");
+    let file = config::load(&ConfigSource::File(path), &registry).unwrap();
+    assert_eq!(embedded.tracker, file.tracker);
+    assert_eq!(embedded.root, "karuta");
+    let t = &embedded.tracker;
+    assert_eq!(t.storage.name, "memory");
+    assert_eq!(t.prehooks, Some(vec![]));
+    // Every documented value that is not chihaya's code default is one of
+    // chihaya's example values.
+    let (http, mut udp) = chihaya_example_frontends();
+    udp.private_key = String::new();
+    assert_eq!(t.http.as_ref(), Some(&http));
+    assert_eq!(t.udp.as_ref(), Some(&udp));
+}
+
+#[test]
+fn absent_keys_take_chihayas_code_defaults() {
+    let text = "chihaya:\n  http:\n    addr: \":6969\"\n  udp: {}\n";
+    let loaded = config::parse(&ConfigSource::Embedded, text, &karuta::default_registry()).unwrap();
+    let t = &loaded.tracker;
+    let http = t.http.as_ref().unwrap();
+    assert_eq!(http.read_timeout, secs(2));
+    assert_eq!(http.write_timeout, secs(2));
+    assert_eq!(http.idle_timeout, secs(30));
+    assert_eq!(http.real_ip_header, "");
+    assert_eq!(
+        (
+            http.max_numwant,
+            http.default_numwant,
+            http.max_scrape_infohashes
+        ),
+        (100, 50, 50)
+    );
+    assert_eq!(http.announce_routes, vec!["/announce".to_owned()]);
+    let udp = t.udp.as_ref().unwrap();
+    assert_eq!(udp.addr, "");
+    assert_eq!(udp.max_clock_skew, secs(10));
+    assert_eq!(t.storage.name, "memory");
+    assert_eq!(t.announce_interval, mins(30));
+    let memory: storage_memory::MemoryConfig = loaded.storage_options().deserialize().unwrap();
+    assert_eq!(memory, storage_memory::MemoryConfig::default());
+    assert_eq!(memory.peer_lifetime, mins(30));
+
+    let empty = config::parse(
+        &ConfigSource::Embedded,
+        "karuta: {}\n",
+        &karuta::default_registry(),
+    )
+    .unwrap();
+    assert_eq!(empty.tracker, TrackerConfig::default());
+}
+
+#[test]
+fn environment_variables_are_expanded() {
+    // SAFETY: this test binary's other tests do not read these variables.
+    unsafe {
+        std::env::set_var("KARUTA_TEST_NUMWANT", "77");
+    }
+    let text = "chihaya:\n  http:\n    addr: \"${KARUTA_TEST_ADDR:-127.0.0.1:7070}\"\n    max_numwant: ${KARUTA_TEST_NUMWANT}\n";
+    let loaded = config::parse(&ConfigSource::Embedded, text, &karuta::default_registry()).unwrap();
+    let http = loaded.tracker.http.unwrap();
+    assert_eq!(http.addr, "127.0.0.1:7070");
+    assert_eq!(http.max_numwant, 77);
+}
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn check_config(file: &Path) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_karuta"))
+        .arg("check-config")
+        .arg(file)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running karuta");
+    Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("karuta-config-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts a failed check whose error is one line naming the file and the key.
+fn assert_one_line_error(file: &Path, key: &str, what: &str) {
+    let out = check_config(file);
+    assert_eq!(out.code, Some(1), "exit code; stderr: {}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {:?}", out.stderr);
+    let line = lines[0];
+    assert!(line.starts_with("karuta: "), "{line}");
+    assert!(
+        line.contains(&file.display().to_string()),
+        "names the file: {line}"
+    );
+    assert!(line.contains(key), "names {key}: {line}");
+    assert!(line.contains(what), "says {what:?}: {line}");
+}
+
+#[test]
+fn mistakes_give_one_line_errors_naming_file_and_key() {
+    let dir = tempdir("errors");
+    let yaml = write_config(
+        &dir,
+        "malformed.yaml",
+        "chihaya:\n  http:\n    addr: [1, 2\n",
+    );
+    assert_one_line_error(&yaml, "line 3", "invalid YAML");
+
+    let wrong_type = write_config(
+        &dir,
+        "type.yaml",
+        "chihaya:\n  http:\n    max_numwant: \"lots\"\n",
+    );
+    assert_one_line_error(&wrong_type, "chihaya.http.max_numwant", "invalid type");
+
+    let store = write_config(
+        &dir,
+        "store.yaml",
+        "chihaya:\n  storage:\n    name: cassandra\n",
+    );
+    assert_one_line_error(
+        &store,
+        "chihaya.storage.name",
+        "unknown storage \"cassandra\"",
+    );
+
+    let hook = write_config(
+        &dir,
+        "hook.yaml",
+        "karuta:\n  prehooks:\n    - name: \"no such hook\"\n",
+    );
+    assert_one_line_error(
+        &hook,
+        "karuta.prehooks[0].name",
+        "unknown hook \"no such hook\"",
+    );
+
+    let duration = write_config(
+        &dir,
+        "duration.yaml",
+        "chihaya:\n  storage:\n    name: memory\n    config:\n      gc_interval: \"3 minutes\"\n",
+    );
+    assert_one_line_error(
+        &duration,
+        "chihaya.storage.config.gc_interval",
+        "invalid duration",
+    );
+
+    let top = write_config(
+        &dir,
+        "duration-top.yaml",
+        "chihaya:\n  announce_interval: 30\n",
+    );
+    assert_one_line_error(&top, "chihaya.announce_interval", "not a duration");
+
+    let value = write_config(
+        &dir,
+        "value.yaml",
+        "chihaya:\n  storage:\n    config:\n      shard_count: 0\n",
+    );
+    assert_one_line_error(
+        &value,
+        "chihaya.storage.config.shard_count",
+        "greater than zero",
+    );
+
+    let tls = write_config(
+        &dir,
+        "tls.yaml",
+        "chihaya:\n  http:\n    https_addr: \"127.0.0.1:443\"\n",
+    );
+    assert_one_line_error(
+        &tls,
+        "chihaya.http.tls_cert_path",
+        "required when https_addr is set",
+    );
+
+    let numwant = write_config(
+        &dir,
+        "numwant.yaml",
+        "chihaya:\n  udp:\n    max_numwant: 10\n    default_numwant: 20\n",
+    );
+    assert_one_line_error(
+        &numwant,
+        "chihaya.udp.default_numwant",
+        "more than max_numwant",
+    );
+
+    let env = write_config(
+        &dir,
+        "env.yaml",
+        "chihaya:\n  metrics_addr: \"${KARUTA_TEST_SURELY_UNSET_VAR}\"\n",
+    );
+    assert_one_line_error(&env, "line 2", "KARUTA_TEST_SURELY_UNSET_VAR is not set");
+
+    let root = write_config(&dir, "root.yaml", "tracker:\n  announce_interval: 30m\n");
+    assert_one_line_error(&root, "root key", "missing");
+
+    assert_one_line_error(
+        &dir.join("absent.yaml"),
+        "cannot read the file",
+        "No such file",
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unknown_keys_are_warned_about_not_fatal() {
+    let dir = tempdir("unknown");
+    let file = write_config(
+        &dir,
+        "unknown.yaml",
+        "chihaya:\n  bogus_key: 1\n  http:\n    adr: \"x\"\n",
+    );
+    let out = check_config(&file);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("configuration OK"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("key=chihaya.bogus_key"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("key=chihaya.http.adr"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_config_accepts_chihayas_example() {
+    let out = check_config(&fixture("example_config.yaml"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("configuration OK (storage \"memory\""),
+        "{}",
+        out.stdout
+    );
+}
