@@ -5,9 +5,11 @@
 //! registry (see `examples/custom_prehook.rs`):
 //!
 //! ```no_run
-//! let mut registry = karuta::default_registry();
-//! // registry.register_hook("my hook", |options: MyOptions| Ok(Arc::new(MyHook::new(options)) as _));
-//! std::process::exit(karuta::cli::main_with(registry) as i32);
+//! fn main() -> std::process::ExitCode {
+//!     let registry = karuta::default_registry();
+//!     // registry.register_hook("my hook", |options: MyOptions| Ok(Arc::new(MyHook::new(options)) as _));
+//!     karuta::cli::main_with(registry)
+//! }
 //! ```
 
 pub mod cli;

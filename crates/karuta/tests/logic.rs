@@ -1,0 +1,329 @@
+//! The hook chain end to end on the real memory store: pre-hooks can reject,
+//! attach typed facts, and skip the response or the store write; post-hooks
+//! run after; hooks are stopped exactly once on reload and on shutdown; a
+//! reload keeps the swarms.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use karuta::Tracker;
+use karuta::config::{self, ConfigSource};
+use serde::Deserialize;
+use tracker::bittorrent::{
+    AddressFamily, AnnounceRequest, AnnounceResponse, ClientError, Event, InfoHash, Params, Peer,
+    PeerId, ScrapeRequest, ScrapeResponse,
+};
+use tracker::{
+    DriverConfig, Hook, HookFuture, ReadyOrBoxed, Registry, RequestContext, TrackerError,
+};
+
+/// What the test hooks saw, in order.
+#[derive(Default)]
+struct Journal {
+    events: Mutex<Vec<String>>,
+    stops: AtomicUsize,
+}
+
+impl Journal {
+    fn log(&self, s: String) {
+        self.events.lock().unwrap().push(s);
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.events.lock().unwrap())
+    }
+}
+
+#[derive(Deserialize)]
+struct ProbeOptions {
+    label: String,
+    #[serde(default)]
+    reject_port: Option<u16>,
+    #[serde(default)]
+    skip_response: bool,
+    #[serde(default)]
+    skip_swarm_interaction: bool,
+}
+impl DriverConfig for ProbeOptions {}
+
+/// A fact a pre-hook attaches for later hooks.
+struct SeenBy(String);
+
+struct Probe {
+    options: ProbeOptions,
+    journal: Arc<Journal>,
+}
+
+impl Hook for Probe {
+    fn handle_announce<'a>(
+        &'a self,
+        ctx: &'a mut RequestContext,
+        req: &'a AnnounceRequest,
+        resp: &'a mut AnnounceResponse,
+    ) -> HookFuture<'a> {
+        let o = &self.options;
+        let seen = ctx
+            .extensions
+            .get::<SeenBy>()
+            .map(|s| s.0.clone())
+            .unwrap_or_default();
+        self.journal.log(format!(
+            "{} port={} seen={seen} peers={}",
+            o.label,
+            req.peer.port,
+            resp.peer_count()
+        ));
+        if o.reject_port == Some(req.peer.port) {
+            return ReadyOrBoxed::ready(Err(ClientError::new("port not welcome").into()));
+        }
+        ctx.extensions.insert(SeenBy(o.label.clone()));
+        ctx.skip_response |= o.skip_response;
+        ctx.skip_swarm_interaction |= o.skip_swarm_interaction;
+        // Waiting hooks work as well as ready ones.
+        ReadyOrBoxed::boxed(async { Ok(()) })
+    }
+
+    fn handle_scrape<'a>(
+        &'a self,
+        _ctx: &'a mut RequestContext,
+        req: &'a ScrapeRequest,
+        _resp: &'a mut ScrapeResponse,
+    ) -> HookFuture<'a> {
+        self.journal.log(format!(
+            "{} scrape {}",
+            self.options.label,
+            req.info_hashes.len()
+        ));
+        ReadyOrBoxed::ready(Ok(()))
+    }
+
+    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
+        self.journal.stops.fetch_add(1, Ordering::SeqCst);
+        ReadyOrBoxed::ready(())
+    }
+}
+
+fn registry(journal: &Arc<Journal>) -> Arc<Registry> {
+    let mut r = karuta::default_registry();
+    let j = Arc::clone(journal);
+    r.register_hook("probe", move |options: ProbeOptions| {
+        Ok(Arc::new(Probe {
+            options,
+            journal: Arc::clone(&j),
+        }) as Arc<dyn Hook>)
+    });
+    Arc::new(r)
+}
+
+fn start(journal: &Arc<Journal>, yaml: &str) -> Tracker {
+    let reg = registry(journal);
+    let loaded = config::parse(&ConfigSource::Embedded, yaml, &reg).expect("config");
+    Tracker::start(reg, loaded).expect("start")
+}
+
+const IH: InfoHash = InfoHash([0x42; 20]);
+
+fn announce(port: u16, left: u64, event: Event) -> AnnounceRequest {
+    let peer = Peer::new(
+        PeerId([port as u8; 20]),
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+        port,
+    );
+    tracker::conformance::announce(IH, peer, event, left, 50)
+}
+
+/// One announce the way a frontend runs it: handle, (reply), after.
+async fn run(t: &Tracker, req: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
+    let logic = t.logic();
+    let mut ctx = RequestContext::new();
+    let mut resp = AnnounceResponse::default();
+    logic.handle_announce(&mut ctx, req, &mut resp).await?;
+    logic.after_announce(&mut ctx, req, &mut resp).await;
+    Ok(resp)
+}
+
+async fn scrape(t: &Tracker) -> (u32, u32, u32) {
+    let s = t.store().scrape(IH, AddressFamily::V4).await.unwrap();
+    (s.complete, s.incomplete, s.snatches)
+}
+
+const CHAIN: &str = "
+chihaya:
+  announce_interval: 20m
+  min_announce_interval: 10m
+  prehooks:
+    - name: probe
+      options: {label: first, reject_port: 1000}
+    - name: probe
+      options: {label: second}
+  posthooks:
+    - name: probe
+      options: {label: post}
+";
+
+#[tokio::test]
+async fn pre_hooks_then_store_then_post_hooks() {
+    let journal = Arc::new(Journal::default());
+    let t = start(&journal, CHAIN);
+
+    let resp = run(&t, &announce(2000, 10, Event::Started)).await.unwrap();
+    assert_eq!(resp.interval.as_secs(), 20 * 60);
+    assert_eq!(resp.min_interval.as_secs(), 10 * 60);
+    assert_eq!((resp.complete, resp.incomplete), (0, 1));
+    assert_eq!(
+        journal.take(),
+        [
+            "first port=2000 seen= peers=0",
+            "second port=2000 seen=first peers=0",
+            "post port=2000 seen=second peers=0"
+        ]
+    );
+
+    let resp = run(&t, &announce(2001, 0, Event::Completed)).await.unwrap();
+    assert_eq!(resp.ipv4_peers.len(), 1, "the seeder gets the leecher");
+    assert_eq!((resp.complete, resp.incomplete, resp.snatches), (1, 1, 1));
+    // Post-hooks see the filled response.
+    assert_eq!(journal.take()[2], "post port=2001 seen=second peers=1");
+
+    // A rejection stops the chain: no later hook, no store write, client text kept.
+    let err = run(&t, &announce(1000, 10, Event::Started))
+        .await
+        .unwrap_err();
+    assert_eq!(err.client_message(), "port not welcome");
+    assert_eq!(journal.take(), ["first port=1000 seen= peers=0"]);
+    assert_eq!(scrape(&t).await, (1, 1, 1));
+
+    // Scrapes go through the pre-hooks too.
+    let logic = t.logic();
+    let req = ScrapeRequest {
+        address_family: AddressFamily::V4,
+        info_hashes: vec![IH, InfoHash([1; 20])],
+        params: Params::default(),
+    };
+    let mut resp = ScrapeResponse::default();
+    let mut ctx = RequestContext::new();
+    logic
+        .handle_scrape(&mut ctx, &req, &mut resp)
+        .await
+        .unwrap();
+    logic.after_scrape(&mut ctx, &req, &mut resp).await;
+    assert_eq!(
+        journal.take(),
+        ["first scrape 2", "second scrape 2", "post scrape 2"]
+    );
+    assert_eq!(resp.files.len(), 2);
+    assert_eq!(
+        (
+            resp.files[0].complete,
+            resp.files[0].incomplete,
+            resp.files[0].snatches
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(resp.files[1].complete + resp.files[1].incomplete, 0);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn skip_swarm_interaction_reads_without_writing() {
+    let journal = Arc::new(Journal::default());
+    let t = start(
+        &journal,
+        "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: ro, skip_swarm_interaction: true}\n",
+    );
+    t.store()
+        .put_seeder(IH, announce(7, 0, Event::None).peer)
+        .await
+        .unwrap();
+    let resp = run(&t, &announce(3000, 10, Event::Started)).await.unwrap();
+    assert_eq!(resp.ipv4_peers.len(), 1, "peers are still read");
+    assert_eq!((resp.complete, resp.incomplete), (1, 0));
+    assert_eq!(scrape(&t).await, (1, 0, 0), "the announcer was not stored");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn skip_response_writes_after_the_reply() {
+    let journal = Arc::new(Journal::default());
+    let t = start(
+        &journal,
+        "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: fill, skip_response: true}\n",
+    );
+    t.store()
+        .put_seeder(IH, announce(7, 0, Event::None).peer)
+        .await
+        .unwrap();
+    let logic = t.logic();
+    let req = announce(3000, 10, Event::Started);
+    let (mut ctx, mut resp) = (RequestContext::new(), AnnounceResponse::default());
+    logic
+        .handle_announce(&mut ctx, &req, &mut resp)
+        .await
+        .unwrap();
+    assert_eq!(resp.peer_count(), 0, "the store was not read");
+    assert_eq!(scrape(&t).await, (1, 0, 0), "nor written yet");
+    logic.after_announce(&mut ctx, &req, &mut resp).await;
+    assert!(ctx.swarm_written());
+    assert_eq!(scrape(&t).await, (1, 1, 0), "written after the reply");
+
+    // The post-phase write applies events the same way the one-step write does.
+    for (port, left, event, want) in [
+        (3000, 0, Event::Completed, (2, 0, 1)),
+        (3000, 0, Event::Stopped, (1, 0, 1)),
+    ] {
+        let req = announce(port, left, event);
+        let (mut ctx, mut resp) = (RequestContext::new(), AnnounceResponse::default());
+        logic
+            .handle_announce(&mut ctx, &req, &mut resp)
+            .await
+            .unwrap();
+        logic.after_announce(&mut ctx, &req, &mut resp).await;
+        assert_eq!(scrape(&t).await, want, "{event:?}");
+    }
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
+    let dir = std::env::temp_dir().join(format!("karuta-logic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, CHAIN).unwrap();
+    let journal = Arc::new(Journal::default());
+    let reg = registry(&journal);
+    let source = ConfigSource::File(path.clone());
+    let mut t = Tracker::start(Arc::clone(&reg), config::load(&source, &reg).unwrap()).unwrap();
+
+    run(&t, &announce(2000, 10, Event::Started)).await.unwrap();
+    assert_eq!(journal.stops.load(Ordering::SeqCst), 0);
+
+    // Reload into a chain of one hook: the three old hooks stop, once each.
+    std::fs::write(
+        &path,
+        "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: only}\n",
+    )
+    .unwrap();
+    t.reload().await.unwrap();
+    assert_eq!(journal.stops.load(Ordering::SeqCst), 3);
+    journal.take();
+
+    // The swarm announced before the reload is served after it.
+    let resp = run(&t, &announce(2001, 10, Event::Started)).await.unwrap();
+    assert_eq!(resp.ipv4_peers.len(), 1);
+    assert_eq!(resp.ipv4_peers[0].port(), 2000);
+    assert_eq!(journal.take(), ["only port=2001 seen= peers=0"]);
+
+    // A failing reload changes nothing and stops nothing.
+    std::fs::write(&path, "chihaya:\n  prehooks:\n    - name: nonexistent\n").unwrap();
+    let err = t.reload().await.unwrap_err();
+    assert!(
+        err.to_string().contains("chihaya.prehooks[0].name"),
+        "{err}"
+    );
+    assert_eq!(journal.stops.load(Ordering::SeqCst), 3);
+    assert_eq!(t.reloads(), 1);
+
+    t.shutdown().await;
+    assert_eq!(journal.stops.load(Ordering::SeqCst), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
