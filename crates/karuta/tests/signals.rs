@@ -16,10 +16,14 @@ struct Karuta {
 
 impl Karuta {
     fn start(config: &Path) -> Karuta {
+        Karuta::start_with(config, &["--nocolors"])
+    }
+
+    fn start_with(config: &Path, flags: &[&str]) -> Karuta {
         let mut child = Command::new(env!("CARGO_BIN_EXE_karuta"))
             .arg("--config")
             .arg(config)
-            .arg("--nocolors")
+            .args(flags)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -195,5 +199,26 @@ fn a_bad_config_at_start_exits_non_zero_with_the_key() {
         stderr.contains("chihaya.storage.name: unknown storage \"nowhere\""),
         "{stderr}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_debug_adds_detail() {
+    let dir = tempdir("json");
+    let config = config_with_interval(&dir, 30);
+    let mut k = Karuta::start_with(&config, &["--json", "--debug"]);
+    k.signal(libc::SIGTERM);
+    let (code, _) = k.wait_exit(Duration::from_secs(5));
+    k.drain_for(Duration::from_millis(200));
+    assert_eq!(code, Some(0));
+    let mut messages = Vec::new();
+    for line in &k.seen {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        messages.push(v["fields"]["message"].as_str().unwrap_or_default().to_owned());
+        assert!(v["level"].is_string(), "{line}");
+    }
+    assert!(messages.iter().any(|m| m == "karuta started"), "{messages:?}");
+    // --debug shows the memory store's start-up detail.
+    assert!(messages.iter().any(|m| m == "memory store started"), "{messages:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
