@@ -213,12 +213,24 @@ fn json_logs_are_one_object_per_line_and_debug_adds_detail() {
     assert_eq!(code, Some(0));
     let mut messages = Vec::new();
     for line in &k.seen {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        messages.push(v["fields"]["message"].as_str().unwrap_or_default().to_owned());
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
         assert!(v["level"].is_string(), "{line}");
     }
-    assert!(messages.iter().any(|m| m == "karuta started"), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m == "karuta started"),
+        "{messages:?}"
+    );
     // --debug shows the memory store's start-up detail.
-    assert!(messages.iter().any(|m| m == "memory store started"), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m == "memory store started"),
+        "{messages:?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

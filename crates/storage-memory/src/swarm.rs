@@ -19,6 +19,8 @@ pub(crate) trait Entry: Copy {
     fn tick(&self) -> u16;
     fn set_tick(&mut self, tick: u16);
     fn push_to(&self, resp: &mut AnnounceResponse);
+    /// Shuffles the last `n` peers of this family in `resp`.
+    fn shuffle_last(resp: &mut AnnounceResponse, n: usize, rng: &mut fastrand::Rng);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +72,10 @@ impl Entry for V4Entry {
         resp.ipv4_peers
             .push(SocketAddrV4::new(ip, u16::from_be_bytes([a[4], a[5]])));
     }
+    fn shuffle_last(resp: &mut AnnounceResponse, n: usize, rng: &mut fastrand::Rng) {
+        let len = resp.ipv4_peers.len();
+        rng.shuffle(&mut resp.ipv4_peers[len - n..]);
+    }
 }
 
 impl Entry for V6Entry {
@@ -92,6 +98,10 @@ impl Entry for V6Entry {
         let port = u16::from_be_bytes([self.addr[16], self.addr[17]]);
         resp.ipv6_peers
             .push(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0));
+    }
+    fn shuffle_last(resp: &mut AnnounceResponse, n: usize, rng: &mut fastrand::Rng) {
+        let len = resp.ipv6_peers.len();
+        rng.shuffle(&mut resp.ipv6_peers[len - n..]);
     }
 }
 
@@ -289,9 +299,14 @@ impl<E: Entry> Swarm<E> {
 }
 
 /// Appends up to `want` entries of `part` (without index `skip`) to `resp`,
-/// chosen by stratified sampling: the part is cut into `want` equal strata and
-/// one random entry is taken from each, so every peer is equally likely, no
-/// peer is taken twice, and nothing is allocated. Returns how many were taken.
+/// in random order, and returns how many.
+///
+/// Stratified sampling over a randomly rotated part: the `n` candidates are
+/// cut into `want` strata of (nearly) equal size, the whole cut is rotated by a
+/// random offset, and one random entry is drawn from each stratum. Every
+/// candidate is picked with probability exactly `want / n`, none twice, and
+/// nothing is allocated. The picks are then shuffled, so the first peers a
+/// client tries are not always the lowest addresses.
 fn sample<E: Entry>(
     part: &[E],
     skip: Option<usize>,
@@ -304,18 +319,22 @@ fn sample<E: Entry>(
         Some(s) if virtual_index >= s => &part[virtual_index + 1],
         _ => &part[virtual_index],
     };
-    if n <= want {
+    let taken = if n <= want {
         for v in 0..n {
             at(v).push_to(resp);
         }
-        return n;
-    }
-    for i in 0..want {
-        let lo = i * n / want;
-        let hi = (i + 1) * n / want;
-        at(lo + rng.usize(..hi - lo)).push_to(resp);
-    }
-    want
+        n
+    } else {
+        let rotation = rng.usize(..n);
+        for i in 0..want {
+            let lo = i * n / want;
+            let hi = (i + 1) * n / want;
+            at((lo + rng.usize(..hi - lo) + rotation) % n).push_to(resp);
+        }
+        want
+    };
+    E::shuffle_last(resp, taken, rng);
+    taken
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ macro_rules! peer_store_conformance {
             leecher_gets_seeders_first,
             num_want_is_honoured,
             selection_is_random_across_swarm,
+            selection_is_uniform_and_unordered,
             families_are_separate,
             snatches_counted_once_per_completion,
             scrape_many_in_request_order,
@@ -480,6 +481,44 @@ pub async fn selection_is_random_across_swarm(make: MakeStore<'_>) {
         seen.len() > 150,
         "only {} distinct peers handed out",
         seen.len()
+    );
+}
+
+pub async fn selection_is_uniform_and_unordered(make: MakeStore<'_>) {
+    let s = make(StoreTestConfig::default());
+    let f = AddressFamily::V4;
+    let h = ih(13);
+    // 150 candidates, 100 wanted: the case a fixed stratification gets wrong.
+    for n in 1..=150 {
+        s.put_leecher(h, peer(f, n)).await.unwrap();
+    }
+    let seeder = peer(f, 1000);
+    const ROUNDS: usize = 3000;
+    let mut picked = std::collections::HashMap::<SocketAddr, usize>::new();
+    let mut first = HashSet::new();
+    for _ in 0..ROUNDS {
+        let got = peers_for(&*s, h, true, 100, seeder).await.unwrap();
+        assert_eq!(got.len(), 100);
+        first.insert(got[0]);
+        for a in got {
+            *picked.entry(a).or_default() += 1;
+        }
+    }
+    assert_eq!(picked.len(), 150);
+    // Each peer is picked with probability 2/3; over 3000 rounds the standard
+    // deviation is under 1 %, so 6 % either way is far outside chance.
+    for (addr, count) in &picked {
+        let share = *count as f64 / ROUNDS as f64;
+        assert!(
+            (0.6..0.73).contains(&share),
+            "{addr} picked in {share:.3} of replies, expected 0.667"
+        );
+    }
+    // The reply order is random too: many different peers come first.
+    assert!(
+        first.len() > 100,
+        "only {} distinct first peers",
+        first.len()
     );
 }
 
