@@ -20,52 +20,78 @@ impl From<ConfigDuration> for Duration {
     }
 }
 
-/// Parses Go's duration syntax. Negative durations are refused: no karuta
-/// setting has a meaning for them.
+/// Parses Go's duration syntax exactly as Go's `time.ParseDuration` does,
+/// with integer arithmetic, up to Go's maximum (2562047h47m16.854775807s).
+/// Negative durations are refused: no karuta setting has a meaning for them.
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let invalid = || {
         format!(
             "invalid duration {input:?} (expected a number with a unit: ns, us, ms, s, m or h; e.g. \"30m\" or \"1h30m\")"
         )
     };
-    let s = input.trim();
+    let too_large = || format!("duration {input:?} is too large");
+    const MAX_NANOS: u128 = i64::MAX as u128;
+
+    let mut s = input.trim();
+    let negative = s.starts_with('-');
+    if let Some(rest) = s.strip_prefix('-').or_else(|| s.strip_prefix('+')) {
+        s = rest;
+    }
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    if s.is_empty() || s.starts_with('-') {
+    if s.is_empty() {
         return Err(invalid());
     }
-    let s = s.strip_prefix('+').unwrap_or(s);
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        if number_len == 0 {
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    let mut total: u128 = 0;
+    while !s.is_empty() {
+        let int_len = digits(s);
+        let (int_part, rest) = s.split_at(int_len);
+        s = rest;
+        let mut frac_part = "";
+        if let Some(rest) = s.strip_prefix('.') {
+            let frac_len = digits(rest);
+            (frac_part, s) = rest.split_at(frac_len);
+        }
+        if int_part.is_empty() && frac_part.is_empty() {
             return Err(invalid());
         }
-        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per_unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let unit_len = s
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
+        let nanos_per_unit: u128 = match &s[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(invalid()),
         };
-        rest = &rest[unit_len..];
-        total += number * nanos_per_unit;
+        s = &s[unit_len..];
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| too_large())?
+        };
+        let mut value = int.checked_mul(nanos_per_unit).ok_or_else(too_large)?;
+        if !frac_part.is_empty() {
+            // Digits beyond 24 cannot change a nanosecond count of a value
+            // below Go's maximum, and keep the product inside u128.
+            let kept = &frac_part[..frac_part.len().min(24)];
+            let frac: u128 = kept.parse().map_err(|_| invalid())?;
+            value += frac * nanos_per_unit / 10u128.pow(kept.len() as u32);
+        }
+        total = total.checked_add(value).ok_or_else(too_large)?;
+        if total > MAX_NANOS {
+            return Err(too_large());
+        }
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(format!("duration {input:?} is too large"));
+    if negative && total > 0 {
+        return Err(format!("negative duration {input:?} is not allowed"));
     }
-    Ok(Duration::from_nanos(total.round() as u64))
+    Ok(Duration::from_nanos(total as u64))
 }
 
 /// Formats a duration the way Go prints it (`30m0s`, `1h0m0s`, `250ms`), for logs
@@ -151,7 +177,39 @@ mod tests {
         assert_eq!(parse_duration("10us").unwrap(), Duration::from_micros(10));
         assert_eq!(parse_duration("3ns").unwrap(), Duration::from_nanos(3));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "5", "m", "5x", "-5s", "1h-5m", "5 s", "1..5s"] {
+        assert_eq!(parse_duration(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("+0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("-0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("+2m").unwrap(), Duration::from_secs(120));
+        // Go's maximum, to the nanosecond, and one past it.
+        assert_eq!(
+            parse_duration("2562047h47m16.854775807s").unwrap(),
+            Duration::from_nanos(i64::MAX as u64)
+        );
+        assert!(parse_duration("2562047h47m16.854775808s").is_err());
+        assert_eq!(
+            parse_duration("1.000000000000000000000000000001s").unwrap(),
+            Duration::from_secs(1)
+        );
+        for bad in [
+            "",
+            "+",
+            "-",
+            "5",
+            "m",
+            "5x",
+            "-5s",
+            "1h-5m",
+            "5 s",
+            "1..5s",
+            ".s",
+            "s",
+            "1e3s",
+            "9999999999999h",
+            "1e400s",
+            "5\0s",
+            "18446744073.709551616s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
     }
