@@ -386,23 +386,34 @@ pub fn load(source: &ConfigSource, registry: &Registry) -> Result<LoadedConfig, 
     parse(source, &text, registry)
 }
 
-/// Parses and checks configuration text (see [`load`]).
+/// Parses and checks configuration text (see [`load`]), expanding `${VAR}`
+/// from the process environment.
 pub fn parse(
     source: &ConfigSource,
     text: &str,
     registry: &Registry,
 ) -> Result<LoadedConfig, ConfigFileError> {
-    let loaded = parse_document(source, text)?;
+    parse_with_env(source, text, registry, |name| std::env::var(name).ok())
+}
+
+/// [`parse`] with the environment given as a lookup function.
+pub fn parse_with_env(
+    source: &ConfigSource,
+    text: &str,
+    registry: &Registry,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<LoadedConfig, ConfigFileError> {
+    let text = expand_env(text, env).map_err(|e| ConfigFileError::new(source, e))?;
+    let loaded = parse_document(source, &text)?;
     validate(&loaded, registry).map_err(|e| ConfigFileError::from_key(source, e))?;
     Ok(loaded)
 }
 
 /// Parses configuration text into its typed form and checks the tracker's own
 /// keys, leaving the store's and hooks' options to their drivers.
+/// No environment expansion happens here.
 pub fn parse_document(source: &ConfigSource, text: &str) -> Result<LoadedConfig, ConfigFileError> {
-    let text = expand_env(text, |name| std::env::var(name).ok())
-        .map_err(|e| ConfigFileError::new(source, e))?;
-    let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
         let rendered = e.to_string();
         // The first line is the message, possibly prefixed with "error:" and
         // its own location; the location is given once, here.
@@ -501,52 +512,89 @@ fn validate(c: &LoadedConfig, registry: &Registry) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` outside comment lines. A variable
-/// that is unset and has no default is an error naming it and its line.
+/// Replaces `${VAR}` and `${VAR:-default}` in the text, except in comments;
+/// `$${` stands for a literal `${`. The value is inserted as text, like
+/// `envsubst` does: quote the reference (`"${VAR}"`) where the value may
+/// contain YAML syntax. A variable that is unset and has no default is an error
+/// naming it and its line.
 pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     for (n, line) in text.split_inclusive('\n').enumerate() {
-        if line.trim_start().starts_with('#') || !line.contains("${") {
-            out.push_str(line);
-            continue;
-        }
-        let mut rest = line;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after.find('}').ok_or_else(|| {
-                format!("line {}: unterminated ${{ in environment reference", n + 1)
-            })?;
-            let inner = &after[..end];
-            let (name, default) = match inner.split_once(":-") {
-                Some((name, default)) => (name, Some(default)),
-                None => (inner, None),
-            };
-            let valid =
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(format!(
-                    "line {}: invalid environment variable name {name:?}",
-                    n + 1
-                ));
-            }
-            match (lookup(name), default) {
-                // Like the shell's `:-`, an empty value also takes the default.
-                (Some(v), None) => out.push_str(&v),
-                (Some(v), Some(_)) if !v.is_empty() => out.push_str(&v),
-                (_, Some(d)) => out.push_str(d),
-                (None, None) => {
-                    return Err(format!(
-                        "line {}: environment variable {name} is not set (write ${{{name}:-default}} to give a default)",
-                        n + 1
-                    ));
-                }
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
+        let code_end = comment_start(line);
+        expand_line(&line[..code_end], n + 1, &lookup, &mut out)?;
+        out.push_str(&line[code_end..]);
     }
     Ok(out)
+}
+
+/// Where a YAML comment starts in `line` (a `#` at the start or after
+/// whitespace, outside quotes), or the line's length.
+fn comment_start(line: &str) -> usize {
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    let mut prev_blank = true;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if double => escaped = true,
+            '"' if !single => double = !double,
+            '\'' if !double => single = !single,
+            '#' if !single && !double && prev_blank => return i,
+            _ => {}
+        }
+        prev_blank = c.is_whitespace();
+    }
+    line.len()
+}
+
+fn expand_line(
+    code: &str,
+    line_no: usize,
+    lookup: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+) -> Result<(), String> {
+    let mut rest = code;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after_dollar = &rest[start + 1..];
+        if let Some(after) = after_dollar.strip_prefix("${") {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let Some(after) = after_dollar.strip_prefix('{') else {
+            out.push('$');
+            rest = after_dollar;
+            continue;
+        };
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("line {line_no}: unterminated ${{ in environment reference"))?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "line {line_no}: invalid environment variable name {name:?}"
+            ));
+        }
+        match (lookup(name), default) {
+            // Like the shell's `:-`, an empty value also takes the default.
+            (Some(v), None) => out.push_str(&v),
+            (Some(v), Some(_)) if !v.is_empty() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "line {line_no}: environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(())
 }
 
 /// Expands `$VAR` and `${VAR}` in a path given on the command line, as chihaya

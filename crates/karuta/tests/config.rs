@@ -175,15 +175,19 @@ fn absent_keys_take_chihayas_code_defaults() {
 
 #[test]
 fn environment_variables_are_expanded() {
-    // SAFETY: this test binary's other tests do not read these variables.
-    unsafe {
-        std::env::set_var("KARUTA_TEST_NUMWANT", "77");
-    }
-    let text = "chihaya:\n  http:\n    addr: \"${KARUTA_TEST_ADDR:-127.0.0.1:7070}\"\n    max_numwant: ${KARUTA_TEST_NUMWANT}\n";
-    let loaded = config::parse(&ConfigSource::Embedded, text, &karuta::default_registry()).unwrap();
+    let env = |name: &str| (name == "KARUTA_TEST_NUMWANT").then(|| "77".to_owned());
+    let text = "chihaya:\n  http:\n    addr: \"${KARUTA_TEST_ADDR:-127.0.0.1:7070}\" # ${UNSET_IN_COMMENT}\n    max_numwant: ${KARUTA_TEST_NUMWANT}\n  udp:\n    private_key: \"$${not a variable}\"\n";
+    let loaded = config::parse_with_env(
+        &ConfigSource::Embedded,
+        text,
+        &karuta::default_registry(),
+        env,
+    )
+    .unwrap();
     let http = loaded.tracker.http.unwrap();
     assert_eq!(http.addr, "127.0.0.1:7070");
     assert_eq!(http.max_numwant, 77);
+    assert_eq!(loaded.tracker.udp.unwrap().private_key, "${not a variable}");
 }
 
 struct Outcome {
