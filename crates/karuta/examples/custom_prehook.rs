@@ -118,7 +118,7 @@ mod tests {
     async fn the_custom_hook_runs_in_the_tracker() {
         let registry = Arc::new(registry());
         let loaded = config::parse(&ConfigSource::Embedded, CONFIG, &registry).unwrap();
-        let tracker = karuta::Tracker::start(registry, loaded).unwrap();
+        let tracker = karuta::Tracker::start(registry, loaded).await.unwrap();
         let logic = tracker.logic();
 
         let cases = [
@@ -159,6 +159,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(scrape.incomplete, 1, "one peer, announced twice");
+        drop(logic);
         tracker.shutdown().await;
     }
 

@@ -64,7 +64,8 @@ impl ConfigFileError {
         }
     }
 
-    fn from_key(source: &ConfigSource, e: ConfigError) -> Self {
+    /// A driver's or key's error, in the file it came from.
+    pub fn with_key(source: &ConfigSource, e: ConfigError) -> Self {
         ConfigFileError::new(source, e.to_string())
     }
 }
@@ -405,7 +406,7 @@ pub fn parse_with_env(
 ) -> Result<LoadedConfig, ConfigFileError> {
     let text = expand_env(text, env).map_err(|e| ConfigFileError::new(source, e))?;
     let loaded = parse_document(source, &text)?;
-    validate(&loaded, registry).map_err(|e| ConfigFileError::from_key(source, e))?;
+    validate(&loaded, registry).map_err(|e| ConfigFileError::with_key(source, e))?;
     Ok(loaded)
 }
 
@@ -461,13 +462,13 @@ pub fn parse_document(source: &ConfigSource, text: &str) -> Result<LoadedConfig,
     let tracker: TrackerConfig = Options::new(body, root)
         .in_file(source.to_string())
         .deserialize()
-        .map_err(|e| ConfigFileError::from_key(source, e))?;
+        .map_err(|e| ConfigFileError::with_key(source, e))?;
     let loaded = LoadedConfig {
         source: source.clone(),
         root,
         tracker,
     };
-    validate_tracker(&loaded).map_err(|e| ConfigFileError::from_key(source, e.within(root)))?;
+    validate_tracker(&loaded).map_err(|e| ConfigFileError::with_key(source, e.within(root)))?;
     Ok(loaded)
 }
 

@@ -6,13 +6,24 @@
 //! around the same store, so no swarm is lost (chihaya's behaviour). A reload
 //! whose file is broken changes nothing: the error is logged and the running
 //! configuration stays.
+//!
+//! The new hooks are built before the old ones stop, so a failed build leaves
+//! the tracker as it was; hooks must therefore tolerate a short overlap with
+//! their predecessors. The old logic is retired only when no request holds it
+//! any more (or after [`RETIRE_TIMEOUT`]), so a request in flight during a
+//! reload never meets a stopped hook.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracker::{NamedHook, PeerStore, Registry, TrackerLogic};
 
 use crate::config::{self, ConfigFileError, ConfigSource, HookPhase, LoadedConfig};
+
+/// How long a retired tracker logic may stay in use by requests in flight
+/// before its hooks are stopped anyway.
+pub const RETIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tracker's long-lived state.
 pub struct Tracker {
@@ -23,46 +34,65 @@ pub struct Tracker {
     reloads: u64,
 }
 
-fn build_logic(
+/// Builds the hook chain; if one hook fails, those already built are stopped.
+async fn build_logic(
     registry: &Registry,
     config: &LoadedConfig,
     store: Arc<dyn PeerStore>,
 ) -> Result<TrackerLogic, ConfigFileError> {
-    let build = |phase| -> Result<Vec<NamedHook>, ConfigFileError> {
-        config
-            .hooks(phase)
-            .into_iter()
-            .map(|(name, name_key, options)| {
-                let hook = registry
-                    .build_hook(&name, &name_key, &options)
-                    .map_err(|e| ConfigFileError {
-                        source_name: config.source.to_string(),
-                        detail: e.to_string(),
-                    })?;
-                Ok(NamedHook { name, hook })
-            })
-            .collect()
-    };
-    let pre = build(HookPhase::Pre)?;
-    let post = build(HookPhase::Post)?;
+    let mut built: [Vec<NamedHook>; 2] = [Vec::new(), Vec::new()];
+    for (slot, phase) in [HookPhase::Pre, HookPhase::Post].into_iter().enumerate() {
+        for (name, name_key, options) in config.hooks(phase) {
+            match registry.build_hook(&name, &name_key, &options).await {
+                Ok(hook) => built[slot].push(NamedHook { name, hook }),
+                Err(e) => {
+                    for named in built.iter().flatten() {
+                        named.hook.stop().await;
+                    }
+                    return Err(ConfigFileError::with_key(&config.source, e));
+                }
+            }
+        }
+    }
+    let [pre, post] = built;
     Ok(TrackerLogic::new(config.logic_config(), store, pre, post))
+}
+
+/// Waits until `logic` has no other users (requests in flight), at most
+/// [`RETIRE_TIMEOUT`], then stops its hooks.
+async fn retire(logic: Arc<TrackerLogic>) {
+    let started = Instant::now();
+    while Arc::strong_count(&logic) > 1 && started.elapsed() < RETIRE_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&logic) > 1 {
+        tracing::warn!(
+            users = Arc::strong_count(&logic) - 1,
+            "requests still hold the previous configuration; stopping its hooks anyway"
+        );
+    }
+    logic.stop_hooks().await;
 }
 
 impl Tracker {
     /// Builds the store and the hook chain from a checked configuration.
-    pub fn start(registry: Arc<Registry>, config: LoadedConfig) -> Result<Self, ConfigFileError> {
+    pub async fn start(
+        registry: Arc<Registry>,
+        config: LoadedConfig,
+    ) -> Result<Self, ConfigFileError> {
         let t = &config.tracker;
+        let name_key = format!("{}.storage.name", config.root);
         let store = registry
-            .build_store(
-                &t.storage.name,
-                &format!("{}.storage.name", config.root),
-                &config.storage_options(),
-            )
-            .map_err(|e| ConfigFileError {
-                source_name: config.source.to_string(),
-                detail: e.to_string(),
-            })?;
-        let logic = build_logic(&registry, &config, Arc::clone(&store))?;
+            .build_store(&t.storage.name, &name_key, &config.storage_options())
+            .await
+            .map_err(|e| ConfigFileError::with_key(&config.source, e))?;
+        let logic = match build_logic(&registry, &config, Arc::clone(&store)).await {
+            Ok(logic) => logic,
+            Err(e) => {
+                let _ = store.stop().await;
+                return Err(e);
+            }
+        };
         let tracker = Tracker {
             registry,
             config,
@@ -89,26 +119,22 @@ impl Tracker {
         );
         // The frontends and the metrics server are built by the issues that
         // own them; until then say plainly that nothing listens.
-        let http = t
-            .http
-            .as_ref()
-            .map(|h| (h.addr.as_str(), h.https_addr.as_str()));
-        let udp = t.udp.as_ref().map(|u| u.addr.as_str());
-        if let Some((addr, https)) = http.filter(|(a, s)| !a.is_empty() || !s.is_empty()) {
+        if let Some(http) = &t.http
+            && (!http.addr.is_empty() || !http.https_addr.is_empty())
+        {
             tracing::warn!(
-                addr,
-                https_addr = https,
+                addr = %http.addr,
+                https_addr = %http.https_addr,
                 "http frontend configured, but this build has no HTTP frontend yet"
             );
         }
-        if let Some(addr) = udp.filter(|a| !a.is_empty()) {
-            tracing::warn!(
-                addr,
-                "udp frontend configured, but this build has no UDP frontend yet"
-            );
+        if let Some(udp) = t.udp.as_ref().filter(|u| !u.addr.is_empty()) {
+            tracing::warn!(addr = %udp.addr, "udp frontend configured, but this build has no UDP frontend yet");
         }
     }
 
+    /// The current tracker logic. Frontends take a clone per request (or per
+    /// batch) and drop it when done; a reload waits for those clones.
     pub fn logic(&self) -> Arc<TrackerLogic> {
         Arc::clone(&self.logic)
     }
@@ -117,6 +143,8 @@ impl Tracker {
         Arc::clone(&self.store)
     }
 
+    /// The configuration in effect (the storage section is the one the store
+    /// was built with, even if the file has changed since).
     pub fn config(&self) -> &LoadedConfig {
         &self.config
     }
@@ -129,24 +157,25 @@ impl Tracker {
     /// Re-reads the configuration and rebuilds the hooks around the same
     /// store. On error nothing changes.
     pub async fn reload(&mut self) -> Result<(), ConfigFileError> {
-        let new = config::load(&self.config.source, &self.registry)?;
+        let mut new = config::load(&self.config.source, &self.registry)?;
         if new.tracker.storage != self.config.tracker.storage {
             tracing::warn!(
                 "storage configuration changed: it takes effect at the next restart (a reload keeps the peer store)"
             );
+            new.tracker.storage = self.config.tracker.storage.clone();
         }
-        let logic = build_logic(&self.registry, &new, Arc::clone(&self.store))?;
+        let logic = build_logic(&self.registry, &new, Arc::clone(&self.store)).await?;
         let old = std::mem::replace(&mut self.logic, Arc::new(logic));
-        old.stop_hooks().await;
         self.config = new;
         self.reloads += 1;
         self.log_configuration();
+        retire(old).await;
         Ok(())
     }
 
-    /// Stops the hooks, then the store.
+    /// Stops the hooks (once requests in flight are done), then the store.
     pub async fn shutdown(self) {
-        self.logic.stop_hooks().await;
+        retire(self.logic).await;
         if let Err(e) = self.store.stop().await {
             tracing::error!(error = %e, "stopping the store failed");
         }
@@ -154,6 +183,7 @@ impl Tracker {
 }
 
 /// Runs the tracker until SIGINT or SIGTERM; SIGUSR1 reloads the configuration.
+/// A second SIGINT or SIGTERM during the stop ends the process at once.
 pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives while starting is then queued
     // instead of killing the process with the default action.
@@ -162,7 +192,7 @@ pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Resul
     let mut int = signal(SignalKind::interrupt())?;
 
     let loaded = config::load(&source, &registry)?;
-    let mut tracker = Tracker::start(registry, loaded)?;
+    let mut tracker = Tracker::start(registry, loaded).await?;
     tracing::info!(pid = std::process::id(), "karuta started");
 
     loop {
@@ -183,7 +213,11 @@ pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Resul
             }
         }
     }
-    tracker.shutdown().await;
+    tokio::select! {
+        () = tracker.shutdown() => {}
+        _ = term.recv() => anyhow::bail!("second stop signal: exiting without a clean stop"),
+        _ = int.recv() => anyhow::bail!("second stop signal: exiting without a clean stop"),
+    }
     tracing::info!("karuta stopped");
     Ok(())
 }

@@ -103,8 +103,17 @@ impl Hook for Probe {
     }
 }
 
+#[derive(Deserialize)]
+struct Unreachable {}
+impl DriverConfig for Unreachable {}
+
 fn registry(journal: &Arc<Journal>) -> Arc<Registry> {
     let mut r = karuta::default_registry();
+    // A hook whose construction waits for a service that is not there.
+    r.register_hook_async("unreachable", |_: Unreachable| async {
+        tokio::task::yield_now().await;
+        Err(tracker::ConfigError::new("", "cannot reach the service"))
+    });
     let j = Arc::clone(journal);
     r.register_hook("probe", move |options: ProbeOptions| {
         Ok(Arc::new(Probe {
@@ -115,10 +124,10 @@ fn registry(journal: &Arc<Journal>) -> Arc<Registry> {
     Arc::new(r)
 }
 
-fn start(journal: &Arc<Journal>, yaml: &str) -> Tracker {
+async fn start(journal: &Arc<Journal>, yaml: &str) -> Tracker {
     let reg = registry(journal);
     let loaded = config::parse(&ConfigSource::Embedded, yaml, &reg).expect("config");
-    Tracker::start(reg, loaded).expect("start")
+    Tracker::start(reg, loaded).await.expect("start")
 }
 
 const IH: InfoHash = InfoHash([0x42; 20]);
@@ -164,7 +173,7 @@ chihaya:
 #[tokio::test]
 async fn pre_hooks_then_store_then_post_hooks() {
     let journal = Arc::new(Journal::default());
-    let t = start(&journal, CHAIN);
+    let t = start(&journal, CHAIN).await;
 
     let resp = run(&t, &announce(2000, 10, Event::Started)).await.unwrap();
     assert_eq!(resp.interval.as_secs(), 20 * 60);
@@ -221,16 +230,14 @@ async fn pre_hooks_then_store_then_post_hooks() {
         (1, 1, 1)
     );
     assert_eq!(resp.files[1].complete + resp.files[1].incomplete, 0);
+    drop(logic);
     t.shutdown().await;
 }
 
 #[tokio::test]
 async fn skip_swarm_interaction_reads_without_writing() {
     let journal = Arc::new(Journal::default());
-    let t = start(
-        &journal,
-        "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: ro, skip_swarm_interaction: true}\n",
-    );
+    let t = start(&journal, "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: ro, skip_swarm_interaction: true}\n").await;
     t.store()
         .put_seeder(IH, announce(7, 0, Event::None).peer)
         .await
@@ -245,10 +252,7 @@ async fn skip_swarm_interaction_reads_without_writing() {
 #[tokio::test]
 async fn skip_response_writes_after_the_reply() {
     let journal = Arc::new(Journal::default());
-    let t = start(
-        &journal,
-        "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: fill, skip_response: true}\n",
-    );
+    let t = start(&journal, "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: fill, skip_response: true}\n").await;
     t.store()
         .put_seeder(IH, announce(7, 0, Event::None).peer)
         .await
@@ -280,6 +284,7 @@ async fn skip_response_writes_after_the_reply() {
         logic.after_announce(&mut ctx, &req, &mut resp).await;
         assert_eq!(scrape(&t).await, want, "{event:?}");
     }
+    drop(logic);
     t.shutdown().await;
 }
 
@@ -292,7 +297,9 @@ async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
     let journal = Arc::new(Journal::default());
     let reg = registry(&journal);
     let source = ConfigSource::File(path.clone());
-    let mut t = Tracker::start(Arc::clone(&reg), config::load(&source, &reg).unwrap()).unwrap();
+    let mut t = Tracker::start(Arc::clone(&reg), config::load(&source, &reg).unwrap())
+        .await
+        .unwrap();
 
     run(&t, &announce(2000, 10, Event::Started)).await.unwrap();
     assert_eq!(journal.stops.load(Ordering::SeqCst), 0);
@@ -325,5 +332,67 @@ async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
 
     t.shutdown().await;
     assert_eq!(journal.stops.load(Ordering::SeqCst), 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_hook_that_fails_to_build_stops_those_built_before_it() {
+    let journal = Arc::new(Journal::default());
+    let reg = registry(&journal);
+    let yaml = "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: a}\n  posthooks:\n    - name: unreachable\n";
+    let loaded = config::parse(&ConfigSource::Embedded, yaml, &reg).unwrap();
+    let err = Tracker::start(reg, loaded)
+        .await
+        .err()
+        .expect("start fails");
+    assert!(
+        err.detail
+            .starts_with("chihaya.posthooks[0].options: cannot reach the service"),
+        "{err}"
+    );
+    assert_eq!(
+        journal.stops.load(Ordering::SeqCst),
+        1,
+        "the probe built before it was stopped"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_waits_for_requests_in_flight_before_stopping_old_hooks() {
+    let dir = std::env::temp_dir().join(format!("karuta-logic-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, CHAIN).unwrap();
+    let journal = Arc::new(Journal::default());
+    let reg = registry(&journal);
+    let source = ConfigSource::File(path.clone());
+    let mut t = Tracker::start(Arc::clone(&reg), config::load(&source, &reg).unwrap())
+        .await
+        .unwrap();
+
+    // A request is still running on the current logic when the reload comes.
+    let in_flight = t.logic();
+    std::fs::write(
+        &path,
+        "chihaya:\n  storage:\n    config:\n      shard_count: 3\n",
+    )
+    .unwrap();
+    let stops = Arc::clone(&journal);
+    let request_finishes = async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            stops.stops.load(Ordering::SeqCst),
+            0,
+            "old hooks stopped under a running request"
+        );
+        drop(in_flight);
+    };
+    let (reloaded, ()) = tokio::join!(t.reload(), request_finishes);
+    reloaded.unwrap();
+    assert_eq!(journal.stops.load(Ordering::SeqCst), 3);
+    // The storage section changed in the file, but the store did not: the
+    // configuration in effect says so.
+    assert_eq!(t.config().tracker.storage.config, serde_json::Value::Null);
+    t.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }

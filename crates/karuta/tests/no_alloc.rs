@@ -72,7 +72,7 @@ fn steady_state_announces_do_not_allocate() {
         &registry,
     )
     .unwrap();
-    let tracker = karuta::Tracker::start(registry, loaded).unwrap();
+    let tracker = now(karuta::Tracker::start(registry, loaded)).unwrap();
     let logic = tracker.logic();
 
     let peer = |n: u16| {
@@ -122,5 +122,7 @@ fn steady_state_announces_do_not_allocate() {
         "the announces did real work ({peers_handed_out} peers)"
     );
     assert_eq!(allocations, 0, "allocations in 2000 steady-state announces");
+    // The request loop's handle on the logic is gone before the stop.
+    drop(logic);
     now(tracker.shutdown());
 }

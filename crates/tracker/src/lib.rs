@@ -31,7 +31,7 @@ pub use future::ReadyOrBoxed;
 pub use hook::{Hook, HookFuture};
 pub use limits::RequestLimits;
 pub use logic::{LogicConfig, NamedHook, TrackerLogic};
-pub use registry::{ConfigError, DriverConfig, Options, Registry};
+pub use registry::{BuildFuture, ConfigError, DriverConfig, Options, Registry};
 pub use store::{PeerStore, StoreFuture, StoreStats, SwarmChange};
 
 /// Re-exported so hook and store crates name one version of the protocol types.

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -55,6 +57,7 @@ pub struct Options {
     value: serde_json::Value,
     path: String,
     file: Option<String>,
+    warn_unknown: bool,
 }
 
 impl Options {
@@ -64,7 +67,14 @@ impl Options {
             value,
             path: path.into(),
             file: None,
+            warn_unknown: true,
         }
+    }
+
+    /// The same options, deserialized without warning about unknown keys.
+    pub fn without_warnings(mut self) -> Self {
+        self.warn_unknown = false;
+        self
     }
 
     /// Names the file the options came from, for warnings.
@@ -95,7 +105,7 @@ impl Options {
         let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
         let de = serde_ignored::Deserializer::new(value, &mut record);
         let result: Result<T, _> = serde_path_to_error::deserialize(de);
-        for key in unknown {
+        for key in unknown.into_iter().filter(|_| self.warn_unknown) {
             // serde_ignored shows a level of `Option` as `?`; it is not part of the key.
             let key = key
                 .split('.')
@@ -127,7 +137,11 @@ pub trait DriverConfig: DeserializeOwned + Send + 'static {
     }
 }
 
-type Build<T> = dyn Fn(&Options) -> Result<T, ConfigError> + Send + Sync;
+/// What building a driver returns: a future, so drivers that need I/O to start
+/// (fetching a JWK set, connecting to Redis, restoring a backup) can await it.
+pub type BuildFuture<T> = Pin<Box<dyn Future<Output = Result<T, ConfigError>> + Send>>;
+
+type Build<T> = dyn Fn(&Options) -> BuildFuture<T> + Send + Sync;
 type Validate = dyn Fn(&Options) -> Result<(), ConfigError> + Send + Sync;
 
 struct Driver<T> {
@@ -135,19 +149,31 @@ struct Driver<T> {
     build: Box<Build<T>>,
 }
 
-impl<T: 'static> Driver<T> {
-    fn new<C: DriverConfig>(
-        build: impl Fn(C) -> Result<T, ConfigError> + Send + Sync + 'static,
-    ) -> Self {
-        fn parse<C: DriverConfig>(options: &Options) -> Result<C, ConfigError> {
-            let config: C = options.deserialize()?;
-            config.validate().map_err(|e| e.within(options.path()))?;
-            Ok(config)
-        }
+fn parse_options<C: DriverConfig>(options: &Options) -> Result<C, ConfigError> {
+    let config: C = options.deserialize()?;
+    config.validate().map_err(|e| e.within(options.path()))?;
+    Ok(config)
+}
+
+impl<T: Send + 'static> Driver<T> {
+    fn new<C, F>(build: impl Fn(C) -> F + Send + Sync + 'static) -> Self
+    where
+        C: DriverConfig,
+        F: Future<Output = Result<T, ConfigError>> + Send + 'static,
+    {
         Driver {
-            validate: Box::new(|options| parse::<C>(options).map(drop)),
+            validate: Box::new(|options| parse_options::<C>(options).map(drop)),
             build: Box::new(move |options| {
-                build(parse::<C>(options)?).map_err(|e| e.within(options.path()))
+                // Validation already warned about unknown keys; do not repeat it.
+                let parsed = parse_options::<C>(&options.clone().without_warnings());
+                let path = options.path().to_owned();
+                match parsed {
+                    Ok(config) => {
+                        let fut = build(config);
+                        Box::pin(async move { fut.await.map_err(|e| e.within(&path)) })
+                    }
+                    Err(e) => Box::pin(std::future::ready(Err(e))),
+                }
             }),
         }
     }
@@ -176,11 +202,29 @@ impl Registry {
     }
 
     /// Registers a hook under `name`; a later registration of the same name wins.
+    ///
+    /// The factory is kept for the life of the process and called again at
+    /// every reload, so a driver whose hooks must keep state across reloads
+    /// (a private tracker's baselines) can hold that state in the closure and
+    /// hand it to each new hook.
     pub fn register_hook<C: DriverConfig>(
         &mut self,
         name: &str,
         build: impl Fn(C) -> Result<Arc<dyn Hook>, ConfigError> + Send + Sync + 'static,
     ) {
+        let driver = Driver::new(move |c: C| std::future::ready(build(c)));
+        self.hooks.insert(name.to_owned(), driver);
+    }
+
+    /// Registers a hook whose construction awaits I/O.
+    pub fn register_hook_async<C, F>(
+        &mut self,
+        name: &str,
+        build: impl Fn(C) -> F + Send + Sync + 'static,
+    ) where
+        C: DriverConfig,
+        F: Future<Output = Result<Arc<dyn Hook>, ConfigError>> + Send + 'static,
+    {
         self.hooks.insert(name.to_owned(), Driver::new(build));
     }
 
@@ -190,6 +234,19 @@ impl Registry {
         name: &str,
         build: impl Fn(C) -> Result<Arc<dyn PeerStore>, ConfigError> + Send + Sync + 'static,
     ) {
+        let driver = Driver::new(move |c: C| std::future::ready(build(c)));
+        self.stores.insert(name.to_owned(), driver);
+    }
+
+    /// Registers a store whose construction awaits I/O (connecting, say).
+    pub fn register_store_async<C, F>(
+        &mut self,
+        name: &str,
+        build: impl Fn(C) -> F + Send + Sync + 'static,
+    ) where
+        C: DriverConfig,
+        F: Future<Output = Result<Arc<dyn PeerStore>, ConfigError>> + Send + 'static,
+    {
         self.stores.insert(name.to_owned(), Driver::new(build));
     }
 
@@ -211,13 +268,13 @@ impl Registry {
         (lookup(&self.hooks, "hook", name, name_key)?.validate)(options)
     }
 
-    pub fn build_hook(
+    pub async fn build_hook(
         &self,
         name: &str,
         name_key: &str,
         options: &Options,
     ) -> Result<Arc<dyn Hook>, ConfigError> {
-        (lookup(&self.hooks, "hook", name, name_key)?.build)(options)
+        (lookup(&self.hooks, "hook", name, name_key)?.build)(options).await
     }
 
     /// Checks a store's name and options without building it.
@@ -230,13 +287,13 @@ impl Registry {
         (lookup(&self.stores, "storage", name, name_key)?.validate)(options)
     }
 
-    pub fn build_store(
+    pub async fn build_store(
         &self,
         name: &str,
         name_key: &str,
         options: &Options,
     ) -> Result<Arc<dyn PeerStore>, ConfigError> {
-        (lookup(&self.stores, "storage", name, name_key)?.build)(options)
+        (lookup(&self.stores, "storage", name, name_key)?.build)(options).await
     }
 }
 
@@ -311,11 +368,12 @@ mod tests {
         Options::new(v, "chihaya.prehooks[0].options")
     }
 
-    #[test]
-    fn builds_by_name() {
+    #[tokio::test]
+    async fn builds_by_name() {
         let r = registry();
         assert!(
             r.build_hook("limit", "k", &opts(serde_json::json!({"max": 3})))
+                .await
                 .is_ok()
         );
         assert_eq!(r.hook_names().collect::<Vec<_>>(), ["limit"]);
