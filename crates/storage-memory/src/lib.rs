@@ -180,16 +180,18 @@ struct Change {
     now: u16,
 }
 
+/// `false` only when `Remove` found no such peer.
 impl SwarmOp for Change {
-    type Out = ();
-    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> ((), Delta) {
-        let delta = match self.change {
-            SwarmChange::Remove => s.delete(k, None).unwrap_or_default(),
-            SwarmChange::Graduate => s.graduate(k, self.now),
-            SwarmChange::PutSeeder => s.put(k, Role::Seeder, self.now),
-            SwarmChange::PutLeecher => s.put(k, Role::Leecher, self.now),
-        };
-        ((), delta)
+    type Out = bool;
+    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> (bool, Delta) {
+        match self.change {
+            SwarmChange::Remove => s
+                .delete(k, None)
+                .map_or((false, Delta::default()), |d| (true, d)),
+            SwarmChange::Graduate => (true, s.graduate(k, self.now)),
+            SwarmChange::PutSeeder => (true, s.put(k, Role::Seeder, self.now)),
+            SwarmChange::PutLeecher => (true, s.put(k, Role::Leecher, self.now)),
+        }
     }
 }
 
@@ -236,7 +238,7 @@ impl SwarmOp for Announce<'_> {
         } else {
             Role::Leecher
         };
-        let ((), delta) = self.change.run(s, k);
+        let (_, delta) = self.change.run(s, k);
         self.resp.complete = s.seeders();
         self.resp.incomplete = s.leechers();
         self.resp.snatches = s.snatches;
@@ -279,32 +281,15 @@ impl Inner {
         Some(out)
     }
 
-    fn put(&self, ih: InfoHash, peer: Peer, role: Role) {
-        let change = match role {
-            Role::Seeder => SwarmChange::PutSeeder,
-            Role::Leecher => SwarmChange::PutLeecher,
-        };
-        self.with_swarm(
-            ih,
-            &peer,
-            true,
-            Change {
-                change,
-                now: self.clock.now(),
-            },
-        );
-    }
-
-    fn graduate(&self, ih: InfoHash, peer: Peer) {
-        self.with_swarm(
-            ih,
-            &peer,
-            true,
-            Change {
-                change: SwarmChange::Graduate,
-                now: self.clock.now(),
-            },
-        );
+    /// Applies a change; `Remove` of a peer that is not there is an error
+    /// and creates no swarm.
+    fn apply(&self, ih: InfoHash, peer: Peer, change: SwarmChange) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let create = change != SwarmChange::Remove;
+        match self.with_swarm(ih, &peer, create, Change { change, now }) {
+            Some(true) => Ok(()),
+            _ => Err(StoreError::ResourceDoesNotExist),
+        }
     }
 
     fn delete(&self, ih: InfoHash, peer: Peer, role: Role) -> Result<(), StoreError> {
@@ -506,9 +491,12 @@ impl PeerStore for MemoryStore {
         ReadyOrBoxed::ready(Ok(()))
     }
 
+    fn apply(&self, ih: InfoHash, peer: Peer, change: SwarmChange) -> StoreFuture<'_, ()> {
+        ReadyOrBoxed::ready(self.inner.apply(ih, peer, change))
+    }
+
     fn put_seeder(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
-        self.inner.put(ih, peer, Role::Seeder);
-        ReadyOrBoxed::ready(Ok(()))
+        ReadyOrBoxed::ready(self.inner.apply(ih, peer, SwarmChange::PutSeeder))
     }
 
     fn delete_seeder(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
@@ -516,8 +504,7 @@ impl PeerStore for MemoryStore {
     }
 
     fn put_leecher(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
-        self.inner.put(ih, peer, Role::Leecher);
-        ReadyOrBoxed::ready(Ok(()))
+        ReadyOrBoxed::ready(self.inner.apply(ih, peer, SwarmChange::PutLeecher))
     }
 
     fn delete_leecher(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
@@ -525,8 +512,7 @@ impl PeerStore for MemoryStore {
     }
 
     fn graduate_leecher(&self, ih: InfoHash, peer: Peer) -> StoreFuture<'_, ()> {
-        self.inner.graduate(ih, peer);
-        ReadyOrBoxed::ready(Ok(()))
+        ReadyOrBoxed::ready(self.inner.apply(ih, peer, SwarmChange::Graduate))
     }
 
     fn announce_peers<'a>(

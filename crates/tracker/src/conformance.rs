@@ -22,7 +22,7 @@ use bittorrent::{
     ScrapeRequest, ScrapeResponse,
 };
 
-use crate::{PeerStore, StoreError, StoreStats};
+use crate::{PeerStore, StoreError, StoreStats, SwarmChange};
 
 pub use tokio;
 
@@ -70,6 +70,7 @@ macro_rules! peer_store_conformance {
             graduate_leecher_v4, graduate_leecher_v6,
             graduate_unknown_peer_adds_seeder,
             stop_returns_ok,
+            apply_changes_the_swarm_like_an_announce,
             announce_applies_events,
             announce_never_returns_announcer,
             seeder_gets_leechers_only,
@@ -326,6 +327,27 @@ pub async fn stop_returns_ok(make: MakeStore<'_>) {
         .await
         .unwrap();
     assert_eq!(s.stop().await, Ok(()));
+}
+
+pub async fn apply_changes_the_swarm_like_an_announce(make: MakeStore<'_>) {
+    let s = make(StoreTestConfig::default());
+    let f = AddressFamily::V6;
+    let (h, p) = (ih(14), peer(f, 1));
+    // Removing from a swarm that does not exist fails and creates nothing.
+    assert_eq!(s.apply(h, p, SwarmChange::Remove).await, DNE);
+    assert_eq!(
+        peers_for(&*s, h, true, 50, peer(f, 2)).await,
+        Err(StoreError::ResourceDoesNotExist)
+    );
+    s.apply(h, p, SwarmChange::PutLeecher).await.unwrap();
+    assert_eq!(counts(&*s, h, f).await, (0, 1, 0));
+    s.apply(h, p, SwarmChange::Graduate).await.unwrap();
+    assert_eq!(counts(&*s, h, f).await, (1, 0, 1));
+    s.apply(h, p, SwarmChange::PutSeeder).await.unwrap();
+    assert_eq!(counts(&*s, h, f).await, (1, 0, 1));
+    s.apply(h, p, SwarmChange::Remove).await.unwrap();
+    assert_eq!(counts(&*s, h, f).await, (0, 0, 1));
+    assert_eq!(s.apply(h, p, SwarmChange::Remove).await, DNE);
 }
 
 pub async fn announce_applies_events(make: MakeStore<'_>) {

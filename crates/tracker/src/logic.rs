@@ -133,22 +133,10 @@ impl TrackerLogic {
         if ctx.skip_swarm_interaction || ctx.swarm_written {
             return;
         }
-        let (ih, peer) = (req.info_hash, req.peer);
-        let result = match SwarmChange::of(req) {
-            SwarmChange::Remove => {
-                // The peer is one or the other; only a real failure of either matters.
-                match self.store.delete_seeder(ih, peer).await {
-                    Ok(()) => Ok(()),
-                    Err(StoreError::ResourceDoesNotExist) => {
-                        self.store.delete_leecher(ih, peer).await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            SwarmChange::Graduate => self.store.graduate_leecher(ih, peer).await,
-            SwarmChange::PutSeeder => self.store.put_seeder(ih, peer).await,
-            SwarmChange::PutLeecher => self.store.put_leecher(ih, peer).await,
-        };
+        let result = self
+            .store
+            .apply(req.info_hash, req.peer, SwarmChange::of(req))
+            .await;
         match result {
             Ok(()) | Err(StoreError::ResourceDoesNotExist) => ctx.swarm_written = true,
             Err(e) => tracing::warn!(error = %e, "swarm interaction failed"),

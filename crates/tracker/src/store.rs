@@ -71,6 +71,27 @@ pub trait PeerStore: Send + Sync + 'static {
         resp: &'a mut AnnounceResponse,
     ) -> StoreFuture<'a, ()>;
 
+    /// Applies an announce's change without reading anything (the write after
+    /// the reply, when the one-step [`announce`](Self::announce) was skipped).
+    /// Removing a peer that is not there is [`StoreError::ResourceDoesNotExist`].
+    /// The default is built on the single operations; stores override it to do
+    /// it in one step.
+    fn apply(&self, info_hash: InfoHash, peer: Peer, change: SwarmChange) -> StoreFuture<'_, ()> {
+        ReadyOrBoxed::boxed(async move {
+            match change {
+                SwarmChange::Remove => match self.delete_seeder(info_hash, peer).await {
+                    Err(StoreError::ResourceDoesNotExist) => {
+                        self.delete_leecher(info_hash, peer).await
+                    }
+                    other => other,
+                },
+                SwarmChange::Graduate => self.graduate_leecher(info_hash, peer).await,
+                SwarmChange::PutSeeder => self.put_seeder(info_hash, peer).await,
+                SwarmChange::PutLeecher => self.put_leecher(info_hash, peer).await,
+            }
+        })
+    }
+
     fn put_seeder(&self, info_hash: InfoHash, peer: Peer) -> StoreFuture<'_, ()>;
 
     /// Fails with [`StoreError::ResourceDoesNotExist`] when the peer is not a seeder.
