@@ -8,23 +8,47 @@
 //! Keys and values are percent-decoded (`+` is a space); values are bytes,
 //! because `info_hash` and `peer_id` are binary.
 
+use crate::types::hex_digit;
 use crate::{ClientError, InfoHash};
 
 /// Parsed URL data plus the route parameters a frontend matched (`/:passkey/announce`).
 ///
-/// Empty parts allocate nothing, so a UDP announce without URL data costs no
-/// heap memory here.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Decoded keys and values live back to back in one buffer, indexed by
+/// ranges, so a worker that reuses one `Params` ([`parse_into`](Self::parse_into))
+/// parses request after request without allocating.
+#[derive(Clone, Debug, Default)]
 pub struct Params {
     path: String,
     raw_query: String,
-    pairs: Vec<(String, Vec<u8>)>,
+    /// Percent-decoded keys (lower-cased) and values.
+    decoded: Vec<u8>,
+    /// `(key, value)` ranges into `decoded`, in order of first appearance.
+    pairs: Vec<(Span, Span)>,
     info_hashes: Vec<InfoHash>,
-    route: Vec<(String, String)>,
+    /// Route parameter names and values, back to back.
+    route: String,
+    route_pairs: Vec<(Span, Span)>,
+}
+
+/// A range of a buffer; `u32` keeps the index small (requests are bounded far below 4 GiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span(u32, u32);
+
+impl Span {
+    fn of<T>(buf: &[T], start: usize) -> Span {
+        Span(start as u32, buf.len() as u32)
+    }
+    fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.0 as usize..self.1 as usize]
+    }
+    fn get_str<'a>(&self, buf: &'a str) -> &'a str {
+        &buf[self.0 as usize..self.1 as usize]
+    }
 }
 
 const INVALID_ESCAPE: ClientError = ClientError::new("invalid query escaping");
 const INVALID_INFOHASH: ClientError = ClientError::new("provided invalid infohash");
+const NOT_UTF8: ClientError = ClientError::new("malformed URL data: not UTF-8");
 
 impl Params {
     /// Parses `path?query` (or just `path`).
@@ -37,13 +61,11 @@ impl Params {
     /// Parses into `self`, reusing its buffers; route parameters are cleared too.
     pub fn parse_into(&mut self, url_data: &[u8]) -> Result<(), ClientError> {
         self.clear();
-        let (path, query) = match url_data.iter().position(|&b| b == b'?') {
-            Some(i) => (&url_data[..i], &url_data[i + 1..]),
-            None => (url_data, &url_data[url_data.len()..]),
-        };
-        self.path.push_str(&String::from_utf8_lossy(path));
-        self.raw_query.push_str(&String::from_utf8_lossy(query));
-        for pair in query.split(|&b| b == b'&' || b == b';') {
+        let text = std::str::from_utf8(url_data).map_err(|_| NOT_UTF8)?;
+        let (path, query) = text.split_once('?').unwrap_or((text, ""));
+        self.path.push_str(path);
+        self.raw_query.push_str(query);
+        for pair in query.as_bytes().split(|&b| b == b'&' || b == b';') {
             if pair.is_empty() {
                 continue;
             }
@@ -51,21 +73,32 @@ impl Params {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &pair[pair.len()..]),
             };
-            let key = percent_decode(key)?;
-            let key = String::from_utf8(key).map_err(|_| INVALID_ESCAPE)?;
-            let key = if key.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-                key.to_lowercase()
-            } else {
-                key
-            };
-            let value = percent_decode(value)?;
-            if key == "info_hash" {
-                let ih = InfoHash::from_bytes(&value).map_err(|_| INVALID_INFOHASH)?;
+            let key_start = self.decoded.len();
+            percent_decode_into(key, &mut self.decoded)?;
+            lowercase_tail(&mut self.decoded, key_start)?;
+            let key_span = Span::of(&self.decoded, key_start);
+            if key_span.get(&self.decoded) == b"info_hash" {
+                self.decoded.truncate(key_start);
+                let value_start = self.decoded.len();
+                percent_decode_into(value, &mut self.decoded)?;
+                let ih = InfoHash::from_bytes(&self.decoded[value_start..])
+                    .map_err(|_| INVALID_INFOHASH)?;
+                self.decoded.truncate(value_start);
                 self.info_hashes.push(ih);
-            } else if let Some(slot) = self.pairs.iter_mut().find(|(k, _)| *k == key) {
-                slot.1 = value;
-            } else {
-                self.pairs.push((key, value));
+                continue;
+            }
+            let value_start = self.decoded.len();
+            percent_decode_into(value, &mut self.decoded)?;
+            let value_span = Span::of(&self.decoded, value_start);
+            let decoded = &self.decoded;
+            let existing = self
+                .pairs
+                .iter_mut()
+                .find(|(k, _)| k.get(decoded) == key_span.get(decoded));
+            match existing {
+                // Last value wins; the earlier bytes stay unused in the buffer.
+                Some(slot) => slot.1 = value_span,
+                None => self.pairs.push((key_span, value_span)),
             }
         }
         Ok(())
@@ -74,17 +107,19 @@ impl Params {
     pub fn clear(&mut self) {
         self.path.clear();
         self.raw_query.clear();
+        self.decoded.clear();
         self.pairs.clear();
         self.info_hashes.clear();
         self.route.clear();
+        self.route_pairs.clear();
     }
 
     /// The decoded value of a query key (keys are case-insensitive).
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         self.pairs
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_slice())
+            .find(|(k, _)| k.get(&self.decoded).eq_ignore_ascii_case(key.as_bytes()))
+            .map(|(_, v)| v.get(&self.decoded))
     }
 
     /// The value of a query key, if it is UTF-8.
@@ -107,49 +142,93 @@ impl Params {
         &self.info_hashes
     }
 
-    /// All decoded query pairs except `info_hash`, in order of first appearance.
-    pub fn pairs(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    /// All decoded query pairs except `info_hash`, in order of first
+    /// appearance. Keys are lower-case; keys and values are UTF-8 only when the
+    /// client sent UTF-8, so they are given as bytes.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.pairs
+            .iter()
+            .map(|(k, v)| (k.get(&self.decoded), v.get(&self.decoded)))
     }
 
     /// A named or catch-all route parameter (`passkey` in `/:passkey/announce`).
     pub fn route_param(&self, name: &str) -> Option<&str> {
-        self.route
+        self.route_pairs
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(k, _)| k.get_str(&self.route) == name)
+            .map(|(_, v)| v.get_str(&self.route))
     }
 
     /// Records a route parameter; frontends call this after matching a route.
     pub fn set_route_param(&mut self, name: &str, value: &str) {
-        match self.route.iter_mut().find(|(k, _)| k == name) {
-            Some(slot) => {
-                slot.1.clear();
-                slot.1.push_str(value);
+        let value_start = self.route.len();
+        self.route.push_str(value);
+        let value_span = Span::of(self.route.as_bytes(), value_start);
+        let route = &self.route;
+        match self
+            .route_pairs
+            .iter_mut()
+            .find(|(k, _)| k.get_str(route) == name)
+        {
+            Some(slot) => slot.1 = value_span,
+            None => {
+                let name_start = self.route.len();
+                self.route.push_str(name);
+                let name_span = Span::of(self.route.as_bytes(), name_start);
+                self.route_pairs.push((name_span, value_span));
             }
-            None => self.route.push((name.to_owned(), value.to_owned())),
         }
     }
 }
 
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// Equal when they hold the same data, however the buffers are laid out.
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        let routes = |p: &Params| -> Vec<(String, String)> {
+            p.route_pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.get_str(&p.route).to_owned(),
+                        v.get_str(&p.route).to_owned(),
+                    )
+                })
+                .collect()
+        };
+        self.path == other.path
+            && self.raw_query == other.raw_query
+            && self.info_hashes == other.info_hashes
+            && self.pairs().eq(other.pairs())
+            && routes(self) == routes(other)
     }
 }
 
-/// Query-component decoding: `%XX` is a byte, `+` a space; a malformed escape is an error.
-fn percent_decode(input: &[u8]) -> Result<Vec<u8>, ClientError> {
-    let mut out = Vec::with_capacity(input.len());
+impl Eq for Params {}
+
+/// Lower-cases the key that starts at `start`: ASCII in place; a non-ASCII key
+/// must be UTF-8 and is lower-cased by Unicode rules (the rare case that allocates).
+fn lowercase_tail(buf: &mut Vec<u8>, start: usize) -> Result<(), ClientError> {
+    if buf[start..].is_ascii() {
+        buf[start..].make_ascii_lowercase();
+        return Ok(());
+    }
+    let lower = std::str::from_utf8(&buf[start..])
+        .map_err(|_| INVALID_ESCAPE)?
+        .to_lowercase();
+    buf.truncate(start);
+    buf.extend_from_slice(lower.as_bytes());
+    Ok(())
+}
+
+/// Query-component decoding into `out`: `%XX` is a byte, `+` a space; a
+/// malformed escape is an error.
+fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), ClientError> {
     let mut i = 0;
     while i < input.len() {
         match input[i] {
             b'%' => {
-                let hi = input.get(i + 1).copied().and_then(hex_value);
-                let lo = input.get(i + 2).copied().and_then(hex_value);
+                let hi = input.get(i + 1).copied().and_then(hex_digit);
+                let lo = input.get(i + 2).copied().and_then(hex_digit);
                 match (hi, lo) {
                     (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
                     _ => return Err(INVALID_ESCAPE),
@@ -166,7 +245,7 @@ fn percent_decode(input: &[u8]) -> Result<Vec<u8>, ClientError> {
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -223,6 +302,38 @@ mod tests {
         assert_eq!(p.get_str("flag"), Some(""));
         assert!(Params::parse(b"?a=%4").is_err());
         assert!(Params::parse(b"?a=%zz").is_err());
+    }
+
+    #[test]
+    fn non_utf8_is_refused_not_merged() {
+        assert_eq!(
+            Params::parse(b"/\xff\xfe/announce").unwrap_err().message(),
+            "malformed URL data: not UTF-8"
+        );
+        // Binary values are fine when percent-encoded.
+        let p = Params::parse(b"/a?k=%FF%FE").unwrap();
+        assert_eq!(p.get("k"), Some(&[0xff, 0xfe][..]));
+    }
+
+    #[test]
+    fn unicode_keys_are_lower_cased() {
+        let p = Params::parse("/a?\u{00C9}T\u{00C9}=1".as_bytes()).unwrap();
+        assert_eq!(p.get_str("\u{00E9}t\u{00E9}"), Some("1"));
+    }
+
+    #[test]
+    fn equality_ignores_buffer_layout() {
+        let a = Params::parse(b"/a?x=1&x=2&y=3").unwrap();
+        let b = Params::parse(b"/a?x=1&x=2&y=3").unwrap();
+        assert_eq!(a, b);
+        let mut c = Params::parse(b"/a?x=2&y=3").unwrap();
+        assert_ne!(a, c, "the raw query differs");
+        c.parse_into(b"/a?x=1&x=2&y=3").unwrap();
+        c.set_route_param("k", "v1");
+        let mut d = a.clone();
+        d.set_route_param("k", "v0");
+        d.set_route_param("k", "v1");
+        assert_eq!(c, d);
     }
 
     #[test]

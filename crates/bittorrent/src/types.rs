@@ -31,22 +31,24 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     Ok(())
 }
 
+/// The value of one hexadecimal digit (either case).
+pub(crate) fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 fn parse_hex20(s: &str) -> Result<[u8; 20], ParseHexError> {
     let bytes = s.as_bytes();
     if bytes.len() != 40 {
         return Err(ParseHexError(s.to_owned()));
     }
-    let nibble = |c: u8| -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    };
     let mut out = [0u8; 20];
     for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        match (nibble(pair[0]), nibble(pair[1])) {
+        match (hex_digit(pair[0]), hex_digit(pair[1])) {
             (Some(hi), Some(lo)) => out[i] = hi << 4 | lo,
             _ => return Err(ParseHexError(s.to_owned())),
         }
