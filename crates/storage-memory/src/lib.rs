@@ -262,23 +262,43 @@ impl Inner {
     }
 
     /// Runs `op` on the swarm of the peer's family, creating the swarm if
-    /// `create`; `None` when it does not exist and was not created.
+    /// `create`; `None` when it does not exist and was not created. Also
+    /// returns the snatches of the torrent's swarm of the other family, read
+    /// under the same lock.
     fn with_swarm<O: SwarmOp>(
         &self,
         ih: InfoHash,
         peer: &Peer,
         create: bool,
         op: O,
-    ) -> Option<O::Out> {
+    ) -> (Option<O::Out>, u32) {
         let mut shard = self.shard(&ih);
-        let (out, delta) = match key_of(peer) {
-            Key::V4(k) if create => op.run(shard.v4.entry(ih).or_default(), k),
-            Key::V4(k) => op.run(shard.v4.get_mut(&ih)?, k),
-            Key::V6(k) if create => op.run(shard.v6.entry(ih).or_default(), k),
-            Key::V6(k) => op.run(shard.v6.get_mut(&ih)?, k),
+        let shard = &mut *shard;
+        let (swarm_result, other) = match key_of(peer) {
+            Key::V4(k) => {
+                let other = shard.v6.get(&ih).map_or(0, |s| s.snatches);
+                let swarm = match create {
+                    true => Some(shard.v4.entry(ih).or_default()),
+                    false => shard.v4.get_mut(&ih),
+                };
+                (swarm.map(|s| op.run(s, k)), other)
+            }
+            Key::V6(k) => {
+                let other = shard.v4.get(&ih).map_or(0, |s| s.snatches);
+                let swarm = match create {
+                    true => Some(shard.v6.entry(ih).or_default()),
+                    false => shard.v6.get_mut(&ih),
+                };
+                (swarm.map(|s| op.run(s, k)), other)
+            }
         };
-        shard.apply(delta);
-        Some(out)
+        match swarm_result {
+            Some((out, delta)) => {
+                shard.apply(delta);
+                (Some(out), other)
+            }
+            None => (None, other),
+        }
     }
 
     /// Applies a change; `Remove` of a peer that is not there is an error
@@ -287,14 +307,14 @@ impl Inner {
         let now = self.clock.now();
         let create = change != SwarmChange::Remove;
         match self.with_swarm(ih, &peer, create, Change { change, now }) {
-            Some(true) => Ok(()),
+            (Some(true), _) => Ok(()),
             _ => Err(StoreError::ResourceDoesNotExist),
         }
     }
 
     fn delete(&self, ih: InfoHash, peer: Peer, role: Role) -> Result<(), StoreError> {
         match self.with_swarm(ih, &peer, false, Delete(role)) {
-            Some(true) => Ok(()),
+            (Some(true), _) => Ok(()),
             _ => Err(StoreError::ResourceDoesNotExist),
         }
     }
@@ -307,10 +327,12 @@ impl Inner {
                 now: self.clock.now(),
             },
             want: req.num_want as usize,
-            resp,
+            resp: &mut *resp,
         };
         // A `stopped` for a swarm that does not exist must not create one.
-        self.with_swarm(req.info_hash, &req.peer, change != SwarmChange::Remove, op);
+        let created = change != SwarmChange::Remove;
+        let (_, other_family_snatches) = self.with_swarm(req.info_hash, &req.peer, created, op);
+        resp.snatches = resp.snatches.saturating_add(other_family_snatches);
     }
 
     fn announce_peers(
@@ -332,22 +354,28 @@ impl Inner {
                 out,
             },
         )
+        .0
         .ok_or(StoreError::ResourceDoesNotExist)
     }
 
+    /// Seeders and leechers of the family's swarm; snatches of the torrent,
+    /// both families together (BEP 48's `downloaded` is per torrent).
     fn scrape(&self, ih: InfoHash, family: AddressFamily) -> Scrape {
         let shard = self.shard(&ih);
-        let (complete, incomplete, snatches) = match family {
-            AddressFamily::V4 => shard
-                .v4
-                .get(&ih)
-                .map(|s| (s.seeders(), s.leechers(), s.snatches)),
-            AddressFamily::V6 => shard
-                .v6
-                .get(&ih)
-                .map(|s| (s.seeders(), s.leechers(), s.snatches)),
+        let v4 = shard
+            .v4
+            .get(&ih)
+            .map(|s| (s.seeders(), s.leechers(), s.snatches));
+        let v6 = shard
+            .v6
+            .get(&ih)
+            .map(|s| (s.seeders(), s.leechers(), s.snatches));
+        let (complete, incomplete, _) = match family {
+            AddressFamily::V4 => v4,
+            AddressFamily::V6 => v6,
         }
         .unwrap_or_default();
+        let snatches = v4.map_or(0, |c| c.2).saturating_add(v6.map_or(0, |c| c.2));
         Scrape {
             info_hash: ih,
             complete,

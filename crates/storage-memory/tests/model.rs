@@ -2,7 +2,8 @@
 //!
 //! Random sequences of store operations over a few info hashes and a few
 //! peers of each address family run against both the store and a plain
-//! model (sets of seeders and leechers and a snatch count per swarm). After
+//! model (sets of seeders and leechers and a snatch count per swarm, reported
+//! summed over both families). After
 //! every operation the store's answer is checked against the model: errors,
 //! counts, and for peer lists the exact count, that every peer is eligible
 //! (right family, right role, not the announcer), that none is repeated, and
@@ -209,10 +210,19 @@ impl Model {
         self.swarms.entry((ih, f)).or_default()
     }
 
+    /// Seeders and leechers of the family's swarm; snatches of the torrent
+    /// (both families), as BEP 48's `downloaded` is per torrent.
     fn counts(&self, ih: u8, f: AddressFamily) -> (u32, u32, u32) {
-        self.swarms
+        let (seeders, leechers, _) = self
+            .swarms
             .get(&(ih, f))
-            .map_or((0, 0, 0), ModelSwarm::counts)
+            .map_or((0, 0, 0), ModelSwarm::counts);
+        let snatches = [AddressFamily::V4, AddressFamily::V6]
+            .iter()
+            .filter_map(|&fam| self.swarms.get(&(ih, fam)))
+            .map(|sw| sw.snatches)
+            .sum();
+        (seeders, leechers, snatches)
     }
 
     fn delete(&mut self, ih: u8, p: PeerSel, seeder: bool) -> Result<(), StoreError> {
