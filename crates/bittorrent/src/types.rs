@@ -218,9 +218,16 @@ pub enum Event {
 }
 
 impl Event {
-    /// Parses the HTTP `event` parameter; an unknown value is the client's error.
+    /// Parses the HTTP `event` parameter (any case); an unknown value is the
+    /// client's error.
     pub fn parse(s: &[u8]) -> Result<Self, ClientError> {
-        match s {
+        let mut lower = [0u8; 9];
+        if s.len() > lower.len() {
+            return Err(ClientError::new("unknown event"));
+        }
+        lower[..s.len()].copy_from_slice(s);
+        lower.make_ascii_lowercase();
+        match &lower[..s.len()] {
             b"" | b"empty" | b"none" | b"paused" => Ok(Event::None),
             b"started" => Ok(Event::Started),
             b"stopped" => Ok(Event::Stopped),
@@ -302,6 +309,8 @@ mod tests {
         assert_eq!(Event::parse(b"").unwrap(), Event::None);
         assert_eq!(Event::parse(b"started").unwrap(), Event::Started);
         assert_eq!(Event::parse(b"paused").unwrap(), Event::None);
+        assert_eq!(Event::parse(b"Completed").unwrap(), Event::Completed);
+        assert!(Event::parse(b"completedx").is_err());
         assert_eq!(
             Event::parse(b"bogus").unwrap_err().message(),
             "unknown event"

@@ -43,7 +43,7 @@ enum Command {
         /// The file to check (defaults to --config).
         file: Option<String>,
     },
-    /// Print the documented example configuration (every key with its default).
+    /// Print the documented example configuration (every key, with its default).
     ExampleConfig,
 }
 

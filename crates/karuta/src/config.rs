@@ -241,7 +241,23 @@ impl UdpConfig {
     }
 }
 
+/// The most peers one reply may carry: the store copies them under a lock,
+/// and a UDP reply of that many IPv6 peers is already 180 kB.
+pub const MAX_NUMWANT_LIMIT: u32 = 10_000;
+
+/// The longest interval a reply can state (BEP 15 carries it in 32 bits).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(u32::MAX as u64);
+
 fn check_limits(l: &RequestLimits, section: &str) -> Result<(), ConfigError> {
+    if l.max_numwant > MAX_NUMWANT_LIMIT {
+        return Err(ConfigError::new(
+            format!("{section}.max_numwant"),
+            format!(
+                "{} is more than the limit of {MAX_NUMWANT_LIMIT}",
+                l.max_numwant
+            ),
+        ));
+    }
     if l.max_numwant == 0 {
         return Err(ConfigError::new(
             format!("{section}.max_numwant"),
@@ -475,6 +491,12 @@ pub fn parse_document(source: &ConfigSource, text: &str) -> Result<LoadedConfig,
 /// The tracker's own keys (relative to the root key).
 fn validate_tracker(c: &LoadedConfig) -> Result<(), ConfigError> {
     let t = &c.tracker;
+    if t.announce_interval.0 > MAX_INTERVAL {
+        return Err(ConfigError::new(
+            "announce_interval",
+            "must be at most 4294967295s (what a reply can carry)",
+        ));
+    }
     if t.announce_interval.0.is_zero() {
         return Err(ConfigError::new(
             "announce_interval",
