@@ -1,7 +1,7 @@
 //! Announce and scrape responses, filled by hooks and the store, written by a frontend.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
 use crate::InfoHash;
@@ -47,6 +47,12 @@ impl AnnounceResponse {
     /// Number of peers in the reply, both families.
     pub fn peer_count(&self) -> usize {
         self.ipv4_peers.len() + self.ipv6_peers.len()
+    }
+
+    /// Every peer in the reply, IPv4 first.
+    pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let v4 = self.ipv4_peers.iter().map(|a| SocketAddr::V4(*a));
+        v4.chain(self.ipv6_peers.iter().map(|a| SocketAddr::V6(*a)))
     }
 }
 

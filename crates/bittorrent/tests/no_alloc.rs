@@ -1,38 +1,10 @@
 //! Parsing URL data into a reused `Params` allocates nothing once its buffers
 //! have grown: what an HTTP or UDP worker does for every announce.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use bittorrent::Params;
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_allocator::Counting = counting_allocator::Counting;
 
 #[test]
 fn reused_params_parse_without_allocating() {
@@ -63,16 +35,15 @@ fn reused_params_parse_without_allocating() {
     round(true);
     // The route parameter value above is formatted outside the counted part.
     let keys: Vec<String> = (0..requests.len()).map(|i| format!("{i:032x}")).collect();
-    ALLOCATIONS.with(|a| a.set(0));
-    COUNTING.with(|c| c.set(true));
-    for _ in 0..5 {
-        for (r, key) in requests.iter().zip(&keys) {
-            params.parse_into(r).unwrap();
-            params.set_route_param("passkey", key);
+    let allocations = counting_allocator::allocations_during(|| {
+        for _ in 0..5 {
+            for (r, key) in requests.iter().zip(&keys) {
+                params.parse_into(r).unwrap();
+                params.set_route_param("passkey", key);
+            }
         }
-    }
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCATIONS.with(Cell::get), 0, "allocations in 250 parses");
+    });
+    assert_eq!(allocations, 0, "allocations in 250 parses");
     assert_eq!(
         params.route_param("passkey"),
         Some(keys.last().unwrap().as_str())

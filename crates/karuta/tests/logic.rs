@@ -4,6 +4,7 @@
 //! reload keeps the swarms.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -170,6 +171,20 @@ chihaya:
       options: {label: post}
 ";
 
+/// A tracker started from a file holding `CHAIN`, which the test may rewrite
+/// before reloading. Returns the tracker, the file, and the folder to remove.
+async fn start_from_file(journal: &Arc<Journal>, tag: &str) -> (Tracker, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("karuta-logic-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, CHAIN).unwrap();
+    let reg = registry(journal);
+    let source = ConfigSource::File(path.clone());
+    let loaded = config::load(&source, &reg).unwrap();
+    let t = Tracker::start(reg, loaded).await.unwrap();
+    (t, path, dir)
+}
+
 #[tokio::test]
 async fn pre_hooks_then_store_then_post_hooks() {
     let journal = Arc::new(Journal::default());
@@ -290,16 +305,8 @@ async fn skip_response_writes_after_the_reply() {
 
 #[tokio::test]
 async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
-    let dir = std::env::temp_dir().join(format!("karuta-logic-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("c.yaml");
-    std::fs::write(&path, CHAIN).unwrap();
     let journal = Arc::new(Journal::default());
-    let reg = registry(&journal);
-    let source = ConfigSource::File(path.clone());
-    let mut t = Tracker::start(Arc::clone(&reg), config::load(&source, &reg).unwrap())
-        .await
-        .unwrap();
+    let (mut t, path, dir) = start_from_file(&journal, "reload").await;
 
     run(&t, &announce(2000, 10, Event::Started)).await.unwrap();
     assert_eq!(journal.stops.load(Ordering::SeqCst), 0);
@@ -359,16 +366,8 @@ async fn a_hook_that_fails_to_build_stops_those_built_before_it() {
 
 #[tokio::test]
 async fn a_reload_waits_for_requests_in_flight_before_stopping_old_hooks() {
-    let dir = std::env::temp_dir().join(format!("karuta-logic-drain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("c.yaml");
-    std::fs::write(&path, CHAIN).unwrap();
     let journal = Arc::new(Journal::default());
-    let reg = registry(&journal);
-    let source = ConfigSource::File(path.clone());
-    let mut t = Tracker::start(Arc::clone(&reg), config::load(&source, &reg).unwrap())
-        .await
-        .unwrap();
+    let (mut t, path, dir) = start_from_file(&journal, "drain").await;
 
     // A request is still running on the current logic when the reload comes.
     let in_flight = t.logic();

@@ -2,11 +2,9 @@
 //! peers are known and the frontend's response buffers have grown, an announce
 //! through the tracker logic and the memory store touches no heap.
 //!
-//! A counting global allocator counts this thread's allocations while enabled;
-//! the store's background thread is not counted.
+//! A counting global allocator counts this thread's allocations only; the
+//! store's background thread is not counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::pin;
@@ -18,33 +16,8 @@ use tracker::RequestContext;
 use tracker::bittorrent::{AnnounceResponse, Event, InfoHash, Peer, PeerId};
 use tracker::conformance::announce;
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_allocator::Counting = counting_allocator::Counting;
 
 /// Polls a future that must finish without waiting (the memory store's do).
 fn now<F: Future>(f: F) -> F::Output {
@@ -53,14 +26,6 @@ fn now<F: Future>(f: F) -> F::Output {
         Poll::Ready(v) => v,
         Poll::Pending => panic!("the memory store's path should never wait"),
     }
-}
-
-fn allocations_during(f: impl FnOnce()) -> usize {
-    ALLOCATIONS.with(|a| a.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.with(Cell::get)
 }
 
 #[test]
@@ -112,7 +77,7 @@ fn steady_state_announces_do_not_allocate() {
         one_round(&mut |_| {});
     }
     let mut peers_handed_out = 0;
-    let allocations = allocations_during(|| {
+    let allocations = counting_allocator::allocations_during(|| {
         for _ in 0..5 {
             one_round(&mut |r| peers_handed_out += r.peer_count());
         }

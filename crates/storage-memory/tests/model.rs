@@ -242,11 +242,7 @@ impl Model {
 }
 
 fn addrs(resp: &AnnounceResponse) -> Vec<SocketAddr> {
-    resp.ipv4_peers
-        .iter()
-        .map(|a| SocketAddr::V4(*a))
-        .chain(resp.ipv6_peers.iter().map(|a| SocketAddr::V6(*a)))
-        .collect()
+    resp.peers().collect()
 }
 
 /// Checks a peer list given to `me` (a seeder or not) of the model swarm `s`.

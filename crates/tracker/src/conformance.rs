@@ -143,11 +143,7 @@ pub fn announce(
 }
 
 fn addrs(resp: &AnnounceResponse) -> Vec<SocketAddr> {
-    resp.ipv4_peers
-        .iter()
-        .map(|a| SocketAddr::V4(*a))
-        .chain(resp.ipv6_peers.iter().map(|a| SocketAddr::V6(*a)))
-        .collect()
+    resp.peers().collect()
 }
 
 async fn peers_for(
