@@ -14,10 +14,13 @@ mod params;
 mod request;
 mod response;
 mod types;
+pub mod udp;
 
 pub use bencode::BencodeWriter;
 pub use error::ClientError;
 pub use params::Params;
 pub use request::{AnnounceRequest, ScrapeRequest};
 pub use response::{AnnounceResponse, Scrape, ScrapeResponse};
-pub use types::{AddressFamily, ClientId, Event, InfoHash, ParseHexError, Peer, PeerId};
+pub use types::{
+    AddressFamily, ClientId, Event, InfoHash, ParseHexError, Peer, PeerId, canonical_ip,
+};

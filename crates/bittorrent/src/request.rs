@@ -2,8 +2,9 @@
 
 use crate::{AddressFamily, Event, InfoHash, Params, Peer};
 
-/// An announce, whatever protocol it arrived by.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An announce, whatever protocol it arrived by. `Default` is a placeholder
+/// for buffers that frontends fill before use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnnounceRequest {
     pub info_hash: InfoHash,
     /// The announcing peer, with the address the frontend decided to trust.
@@ -33,7 +34,7 @@ impl AnnounceRequest {
 }
 
 /// A scrape of one or more torrents, answered for the requester's address family.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScrapeRequest {
     pub address_family: AddressFamily,
     pub info_hashes: Vec<InfoHash>,

@@ -126,8 +126,9 @@ impl fmt::Debug for ClientId {
 
 /// IPv4 and IPv6 swarms are kept fully apart: a peer only ever learns of peers
 /// of its own family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AddressFamily {
+    #[default]
     V4,
     V6,
 }
@@ -167,6 +168,18 @@ pub struct Peer {
     pub port: u16,
 }
 
+/// The unspecified IPv4 address, port 0: a placeholder for buffers that are
+/// filled before use.
+impl Default for Peer {
+    fn default() -> Self {
+        Peer::new(
+            PeerId::default(),
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            0,
+        )
+    }
+}
+
 impl Peer {
     pub fn new(id: PeerId, ip: IpAddr, port: u16) -> Self {
         Peer {
@@ -195,7 +208,7 @@ impl Peer {
 }
 
 /// Collapses IPv4-mapped IPv6 addresses to IPv4; every other address is kept.
-pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

@@ -15,12 +15,11 @@
 //! warning, because an unknown key is usually a typo.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tracker::config::ConfigDuration;
+use tracker::config::{ConfigDuration, parse_listen_addr};
 use tracker::{ConfigError, LogicConfig, Options, Registry, RequestLimits};
 
 /// The example configuration shipped in `dist/`, built into the binary so
@@ -83,7 +82,7 @@ pub struct TrackerConfig {
     /// The HTTP frontend; absent disables it.
     pub http: Option<HttpConfig>,
     /// The UDP frontend; absent disables it.
-    pub udp: Option<UdpConfig>,
+    pub udp: Option<frontend_udp::UdpConfig>,
     pub storage: StorageConfig,
     /// Hooks run before the reply, in order.
     pub prehooks: Option<Vec<HookConfig>>,
@@ -192,124 +191,12 @@ impl HttpConfig {
                 }
             }
         }
-        check_limits(&self.limits(), "http")
+        self.limits().validate().map_err(|e| e.within("http"))
     }
 }
-
-/// chihaya's `udp:` section, with chihaya's code defaults.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct UdpConfig {
-    pub addr: String,
-    pub max_clock_skew: ConfigDuration,
-    pub private_key: String,
-    pub enable_request_timing: bool,
-    pub allow_ip_spoofing: bool,
-    pub max_numwant: u32,
-    pub default_numwant: u32,
-    pub max_scrape_infohashes: u32,
-}
-
-impl Default for UdpConfig {
-    fn default() -> Self {
-        let limits = RequestLimits::default();
-        UdpConfig {
-            addr: String::new(),
-            max_clock_skew: ConfigDuration(Duration::from_secs(10)),
-            private_key: String::new(),
-            enable_request_timing: false,
-            allow_ip_spoofing: false,
-            max_numwant: limits.max_numwant,
-            default_numwant: limits.default_numwant,
-            max_scrape_infohashes: limits.max_scrape_infohashes,
-        }
-    }
-}
-
-impl UdpConfig {
-    pub fn limits(&self) -> RequestLimits {
-        RequestLimits {
-            max_numwant: self.max_numwant,
-            default_numwant: self.default_numwant,
-            max_scrape_infohashes: self.max_scrape_infohashes,
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        check_listen_addr(&self.addr, "udp.addr")?;
-        check_limits(&self.limits(), "udp")
-    }
-}
-
-/// The most peers one reply may carry: the store copies them under a lock,
-/// and a UDP reply of that many IPv6 peers is already 180 kB.
-pub const MAX_NUMWANT_LIMIT: u32 = 10_000;
 
 /// The longest interval a reply can state (BEP 15 carries it in 32 bits).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(u32::MAX as u64);
-
-fn check_limits(l: &RequestLimits, section: &str) -> Result<(), ConfigError> {
-    if l.max_numwant > MAX_NUMWANT_LIMIT {
-        return Err(ConfigError::new(
-            format!("{section}.max_numwant"),
-            format!(
-                "{} is more than the limit of {MAX_NUMWANT_LIMIT}",
-                l.max_numwant
-            ),
-        ));
-    }
-    if l.max_numwant == 0 {
-        return Err(ConfigError::new(
-            format!("{section}.max_numwant"),
-            "must be greater than zero",
-        ));
-    }
-    if l.default_numwant > l.max_numwant {
-        return Err(ConfigError::new(
-            format!("{section}.default_numwant"),
-            format!(
-                "{} is more than max_numwant ({})",
-                l.default_numwant, l.max_numwant
-            ),
-        ));
-    }
-    if l.max_scrape_infohashes == 0 {
-        return Err(ConfigError::new(
-            format!("{section}.max_scrape_infohashes"),
-            "must be greater than zero",
-        ));
-    }
-    Ok(())
-}
-
-/// Parses a listen address the way Go does: `host:port`, `[v6]:port`, or
-/// `:port` for every interface (IPv4 and IPv6). Empty means "disabled".
-pub fn parse_listen_addr(addr: &str) -> Result<Option<SocketAddr>, String> {
-    if addr.is_empty() {
-        return Ok(None);
-    }
-    if let Some(port) = addr.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("invalid port in {addr:?}"))?;
-        return Ok(Some(SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            port,
-        )));
-    }
-    if let Ok(a) = addr.parse::<SocketAddr>() {
-        return Ok(Some(a));
-    }
-    if let Some(port) = addr.strip_prefix("localhost:") {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("invalid port in {addr:?}"))?;
-        return Ok(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)));
-    }
-    Err(format!(
-        "{addr:?} is not an address like \"0.0.0.0:6969\", \"[::]:6969\" or \":6969\""
-    ))
-}
 
 fn check_listen_addr(addr: &str, key: &str) -> Result<(), ConfigError> {
     parse_listen_addr(addr)
@@ -514,7 +401,7 @@ fn validate_tracker(c: &LoadedConfig) -> Result<(), ConfigError> {
         http.validate()?;
     }
     if let Some(udp) = &t.udp {
-        udp.validate()?;
+        udp.validate().map_err(|e| e.within("udp"))?;
     }
     Ok(())
 }
@@ -687,28 +574,5 @@ mod tests {
         );
         assert!(expand_env("a: ${PORT\n", env).is_err());
         assert!(expand_env("a: ${BAD NAME}\n", env).is_err());
-    }
-
-    #[test]
-    fn listen_addrs() {
-        assert_eq!(parse_listen_addr("").unwrap(), None);
-        assert_eq!(
-            parse_listen_addr("0.0.0.0:6969").unwrap(),
-            Some("0.0.0.0:6969".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("[::1]:80").unwrap(),
-            Some("[::1]:80".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr(":6969").unwrap(),
-            Some("[::]:6969".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("localhost:1").unwrap(),
-            Some("127.0.0.1:1".parse().unwrap())
-        );
-        assert!(parse_listen_addr("nonsense").is_err());
-        assert!(parse_listen_addr(":99999").is_err());
     }
 }

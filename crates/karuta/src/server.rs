@@ -16,8 +16,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use frontend_udp::UdpFrontend;
 use tokio::signal::unix::{SignalKind, signal};
-use tracker::{NamedHook, PeerStore, Registry, TrackerLogic};
+use tracker::{ConfigError, NamedHook, PeerStore, Registry, SharedLogic, TrackerLogic};
 
 use crate::config::{self, ConfigFileError, ConfigSource, HookPhase, LoadedConfig};
 
@@ -30,8 +31,29 @@ pub struct Tracker {
     registry: Arc<Registry>,
     config: LoadedConfig,
     store: Arc<dyn PeerStore>,
-    logic: Arc<TrackerLogic>,
+    logic: Arc<SharedLogic>,
+    udp: Option<UdpFrontend>,
     reloads: u64,
+}
+
+/// Starts the UDP frontend of `config`, if it has one.
+fn start_udp(
+    config: &LoadedConfig,
+    logic: &Arc<SharedLogic>,
+) -> Result<Option<UdpFrontend>, ConfigFileError> {
+    let Some(udp) = &config.tracker.udp else {
+        return Ok(None);
+    };
+    let section = format!("{}.udp", config.root);
+    UdpFrontend::start(udp, Arc::clone(logic)).map_err(|e| {
+        let e = match e {
+            frontend_udp::StartError::Config(e) => e.within(&section),
+            bind @ frontend_udp::StartError::Bind { .. } => {
+                ConfigError::new(format!("{section}.addr"), bind.to_string())
+            }
+        };
+        ConfigFileError::with_key(&config.source, e)
+    })
 }
 
 /// Builds the hook chain; if one hook fails, those already built are stopped.
@@ -87,8 +109,16 @@ impl Tracker {
             .await
             .map_err(|e| ConfigFileError::with_key(&config.source, e))?;
         let logic = match build_logic(&registry, &config, Arc::clone(&store)).await {
-            Ok(logic) => logic,
+            Ok(logic) => Arc::new(SharedLogic::new(logic)),
             Err(e) => {
+                let _ = store.stop().await;
+                return Err(e);
+            }
+        };
+        let udp = match start_udp(&config, &logic) {
+            Ok(udp) => udp,
+            Err(e) => {
+                logic.load().stop_hooks().await;
                 let _ = store.stop().await;
                 return Err(e);
             }
@@ -97,7 +127,8 @@ impl Tracker {
             registry,
             config,
             store,
-            logic: Arc::new(logic),
+            logic,
+            udp,
             reloads: 0,
         };
         tracker.log_configuration();
@@ -128,15 +159,17 @@ impl Tracker {
                 "http frontend configured, but this build has no HTTP frontend yet"
             );
         }
-        if let Some(udp) = t.udp.as_ref().filter(|u| !u.addr.is_empty()) {
-            tracing::warn!(addr = %udp.addr, "udp frontend configured, but this build has no UDP frontend yet");
-        }
     }
 
     /// The current tracker logic. Frontends take a clone per request (or per
     /// batch) and drop it when done; a reload waits for those clones.
     pub fn logic(&self) -> Arc<TrackerLogic> {
-        Arc::clone(&self.logic)
+        self.logic.load()
+    }
+
+    /// The running UDP frontend, if any.
+    pub fn udp(&self) -> Option<&UdpFrontend> {
+        self.udp.as_ref()
     }
 
     pub fn store(&self) -> Arc<dyn PeerStore> {
@@ -165,7 +198,23 @@ impl Tracker {
             new.tracker.storage = self.config.tracker.storage.clone();
         }
         let logic = build_logic(&self.registry, &new, Arc::clone(&self.store)).await?;
-        let old = std::mem::replace(&mut self.logic, Arc::new(logic));
+        let old = self.logic.replace(logic);
+        // A frontend whose section changed is replaced: the new one binds
+        // first (SO_REUSEPORT lets both hold the port for a moment), so a
+        // failure leaves the old one serving.
+        if new.tracker.udp != self.config.tracker.udp {
+            match start_udp(&new, &self.logic) {
+                Ok(udp) => {
+                    if let Some(previous) = std::mem::replace(&mut self.udp, udp) {
+                        previous.stop().await;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "udp frontend not restarted; the previous one keeps serving");
+                    new.tracker.udp = self.config.tracker.udp.clone();
+                }
+            }
+        }
         self.config = new;
         self.reloads += 1;
         self.log_configuration();
@@ -173,9 +222,17 @@ impl Tracker {
         Ok(())
     }
 
-    /// Stops the hooks (once requests in flight are done), then the store.
+    /// Stops the frontends (each finishes the batch in hand), then the hooks
+    /// (once requests in flight are done), then the store.
     pub async fn shutdown(self) {
-        retire(self.logic).await;
+        if let Some(udp) = self.udp {
+            udp.stop().await;
+        }
+        // With the frontends gone, the tracker is the slot's last owner.
+        match Arc::try_unwrap(self.logic) {
+            Ok(shared) => retire(shared.into_inner()).await,
+            Err(shared) => shared.load().stop_hooks().await,
+        }
         if let Err(e) = self.store.stop().await {
             tracing::error!(error = %e, "stopping the store failed");
         }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use karuta::config::{self, ConfigSource, HttpConfig, TrackerConfig, UdpConfig};
+use frontend_udp::UdpConfig;
+use karuta::config::{self, ConfigSource, HttpConfig, TrackerConfig};
 use tracker::config::ConfigDuration;
 
 fn fixture(name: &str) -> PathBuf {
@@ -52,6 +53,9 @@ fn chihaya_example_frontends() -> (HttpConfig, UdpConfig) {
         max_numwant: 100,
         default_numwant: 50,
         max_scrape_infohashes: 50,
+        // karuta's own keys, at their defaults.
+        workers: 0,
+        connection_id_lifetime: secs(120),
     };
     (http, udp)
 }

@@ -6,6 +6,7 @@
 //! the same spellings.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
@@ -163,6 +164,35 @@ impl<'de> Deserialize<'de> for ConfigDuration {
     }
 }
 
+/// Parses a listen address the way Go does: `host:port`, `[v6]:port`, or
+/// `:port` for every interface (IPv4 and IPv6). Empty means "disabled".
+pub fn parse_listen_addr(addr: &str) -> Result<Option<SocketAddr>, String> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    if let Some(port) = addr.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port in {addr:?}"))?;
+        return Ok(Some(SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            port,
+        )));
+    }
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(Some(a));
+    }
+    if let Some(port) = addr.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port in {addr:?}"))?;
+        return Ok(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)));
+    }
+    Err(format!(
+        "{addr:?} is not an address like \"0.0.0.0:6969\", \"[::]:6969\" or \":6969\""
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +265,28 @@ mod tests {
         assert_eq!(zero.0, Duration::ZERO);
         let err = serde_json::from_value::<ConfigDuration>(serde_json::json!(60)).unwrap_err();
         assert!(err.to_string().contains("add a unit"), "{err}");
+    }
+
+    #[test]
+    fn listen_addrs() {
+        assert_eq!(parse_listen_addr("").unwrap(), None);
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:6969").unwrap(),
+            Some("0.0.0.0:6969".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:80").unwrap(),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr(":6969").unwrap(),
+            Some("[::]:6969".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("localhost:1").unwrap(),
+            Some("127.0.0.1:1".parse().unwrap())
+        );
+        assert!(parse_listen_addr("nonsense").is_err());
+        assert!(parse_listen_addr(":99999").is_err());
     }
 }

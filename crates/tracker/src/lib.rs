@@ -29,8 +29,8 @@ pub use context::{Extensions, RequestContext};
 pub use error::{StoreError, TrackerError};
 pub use future::ReadyOrBoxed;
 pub use hook::{Hook, HookFuture};
-pub use limits::RequestLimits;
-pub use logic::{LogicConfig, NamedHook, TrackerLogic};
+pub use limits::{MAX_NUMWANT_LIMIT, RequestLimits};
+pub use logic::{LogicConfig, NamedHook, SharedLogic, TrackerLogic};
 pub use registry::{BuildFuture, ConfigError, DriverConfig, Options, Registry};
 pub use store::{PeerStore, StoreFuture, StoreStats, SwarmChange};
 

@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use bittorrent::{AnnounceRequest, AnnounceResponse, ScrapeRequest, ScrapeResponse};
 
 use crate::{Hook, PeerStore, RequestContext, StoreError, SwarmChange, TrackerError};
@@ -182,5 +184,32 @@ impl TrackerLogic {
             named.hook.stop().await;
             tracing::debug!(hook = %named.name, "hook stopped");
         }
+    }
+}
+
+/// The tracker logic frontends use, swappable at a reload without stopping
+/// them: a frontend loads the current logic once per request (or per batch of
+/// packets) and drops it when done, so the logic a reload replaces is retired
+/// only when no request holds it any more.
+pub struct SharedLogic(ArcSwap<TrackerLogic>);
+
+impl SharedLogic {
+    pub fn new(logic: TrackerLogic) -> Self {
+        SharedLogic(ArcSwap::from_pointee(logic))
+    }
+
+    /// The current logic.
+    pub fn load(&self) -> Arc<TrackerLogic> {
+        self.0.load_full()
+    }
+
+    /// The logic held, for the last owner to retire.
+    pub fn into_inner(self) -> Arc<TrackerLogic> {
+        self.0.into_inner()
+    }
+
+    /// Installs `logic` and returns the one it replaces.
+    pub fn replace(&self, logic: TrackerLogic) -> Arc<TrackerLogic> {
+        self.0.swap(Arc::new(logic))
     }
 }

@@ -1,0 +1,384 @@
+//! One worker: a thread with its own socket and its own single-threaded
+//! runtime, receiving a batch, answering it, sending the replies in one
+//! batch, then running the post-reply phase of the batch's requests.
+//!
+//! Everything a request needs (request, response, context, reply buffer) is
+//! a slot allocated once per worker, so a steady stream of packets allocates
+//! nothing. A hook or store that waits (Redis) is awaited in place: requests
+//! of one worker then queue behind it, and workers run in parallel.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bittorrent::udp::{self, RequestHeader};
+use bittorrent::{
+    AddressFamily, AnnounceRequest, AnnounceResponse, ClientError, Event, Peer, ScrapeRequest,
+    ScrapeResponse, canonical_ip,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tracker::{RequestContext, RequestLimits, SharedLogic, TrackerError, TrackerLogic};
+
+use crate::batch::{BATCH, RecvBatch, SendBatch};
+use crate::connection_id::ConnectionIdSigner;
+use crate::stats::{TimedAction, WorkerStats, add, bump};
+
+/// What every worker of a frontend shares.
+pub(crate) struct Settings {
+    pub signer: ConnectionIdSigner,
+    pub limits: RequestLimits,
+    pub allow_ip_spoofing: bool,
+    pub request_timing: bool,
+}
+
+/// What a request still needs after the replies are sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    Nothing,
+    Announce,
+    Scrape,
+}
+
+/// The reusable state of one request.
+struct Slot {
+    ctx: RequestContext,
+    announce: AnnounceRequest,
+    announce_resp: AnnounceResponse,
+    scrape: ScrapeRequest,
+    scrape_resp: ScrapeResponse,
+    after: After,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            ctx: RequestContext::new(),
+            announce: AnnounceRequest::default(),
+            announce_resp: AnnounceResponse::default(),
+            scrape: ScrapeRequest::default(),
+            scrape_resp: ScrapeResponse::default(),
+            after: After::Nothing,
+        }
+    }
+}
+
+/// What became of a packet.
+enum Outcome {
+    Dropped,
+    Replied { action: TimedAction, error: bool },
+}
+
+pub(crate) struct Worker {
+    settings: Arc<Settings>,
+    logic: Arc<SharedLogic>,
+    stats: Arc<WorkerStats>,
+    recv: RecvBatch,
+    send: SendBatch,
+    slots: Vec<Slot>,
+    /// BEP 41 URL data of the announce being handled.
+    url: Vec<u8>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Worker {
+    pub(crate) fn new(
+        settings: Arc<Settings>,
+        logic: Arc<SharedLogic>,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
+        Worker {
+            settings,
+            logic,
+            stats,
+            recv: RecvBatch::new(),
+            send: SendBatch::new(),
+            slots: (0..BATCH).map(|_| Slot::new()).collect(),
+            url: Vec::with_capacity(512),
+        }
+    }
+
+    /// Serves `socket` until `stop` turns true.
+    pub(crate) fn run(mut self, socket: std::net::UdpSocket, mut stop: watch::Receiver<bool>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "udp worker cannot start its runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let socket = match UdpSocket::from_std(socket) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "udp worker cannot register its socket");
+                    return;
+                }
+            };
+            let fd = socket.as_raw_fd();
+            loop {
+                let received = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stopped| *stopped) => break,
+                    r = socket.async_io(Interest::READABLE, || self.recv.recv(fd)) => r,
+                };
+                match received {
+                    Ok(n) => self.process(n, &socket).await,
+                    Err(e) => {
+                        bump(&self.stats.recv_errors);
+                        tracing::warn!(error = %e, "udp receive failed");
+                        // A persistent error must not spin the core.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn process(&mut self, n: usize, socket: &UdpSocket) {
+        let now = unix_now();
+        let logic = self.logic.load();
+        self.send.clear();
+        let mut bytes_out = 0u64;
+        for i in 0..n {
+            let slot = &mut self.slots[i];
+            slot.after = After::Nothing;
+            let Some((packet, source)) = self.recv.packet(i) else {
+                bump(&self.stats.packets_dropped);
+                continue;
+            };
+            bump(&self.stats.packets_received);
+            add(&self.stats.bytes_received, packet.len() as u64);
+            let started = self.settings.request_timing.then(Instant::now);
+            let out = self.send.next_buf();
+            let outcome = handle(
+                &self.settings,
+                &logic,
+                &self.stats,
+                packet,
+                source,
+                now,
+                slot,
+                &mut self.url,
+                out,
+            )
+            .await;
+            if let Outcome::Replied { action, error } = outcome {
+                bytes_out += out.len() as u64;
+                self.send.commit(source);
+                if let Some(started) = started {
+                    let ipv6 = canonical_ip(source.ip()).is_ipv6();
+                    self.stats
+                        .timing
+                        .record(action, ipv6, error, started.elapsed());
+                }
+            }
+        }
+        self.flush(socket).await;
+        add(&self.stats.bytes_sent, bytes_out);
+        // The post-reply phase: post-hooks and, where the store did not do it
+        // in one step, the swarm write.
+        for slot in &mut self.slots[..n] {
+            match slot.after {
+                After::Nothing => {}
+                After::Announce => {
+                    logic
+                        .after_announce(&mut slot.ctx, &slot.announce, &mut slot.announce_resp)
+                        .await
+                }
+                After::Scrape => {
+                    logic
+                        .after_scrape(&mut slot.ctx, &slot.scrape, &mut slot.scrape_resp)
+                        .await
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, socket: &UdpSocket) {
+        let fd = socket.as_raw_fd();
+        while self.send.pending() > 0 {
+            match socket.try_io(Interest::WRITABLE, || self.send.send(fd)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if socket.writable().await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    bump(&self.stats.send_errors);
+                    tracing::warn!(to = ?self.send.next_destination(), error = %e, "udp send failed");
+                    self.send.skip_one();
+                }
+            }
+        }
+    }
+}
+
+const OBSOLETE_IPV6_ANNOUNCE: ClientError =
+    ClientError::new("action 4 (the old IPv6 announce) is not supported: send action 1 over IPv6");
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    s: &Settings,
+    logic: &TrackerLogic,
+    stats: &WorkerStats,
+    packet: &[u8],
+    source: SocketAddr,
+    now: u64,
+    slot: &mut Slot,
+    url: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let Some(header) = RequestHeader::parse(packet) else {
+        bump(&stats.packets_dropped);
+        return Outcome::Dropped;
+    };
+    let ip = canonical_ip(source.ip());
+    let tid = header.transaction_id;
+    if header.action == udp::ACTION_CONNECT {
+        if header.connection_id != udp::PROTOCOL_ID {
+            bump(&stats.packets_dropped);
+            return Outcome::Dropped;
+        }
+        bump(&stats.connects);
+        udp::write_connect(out, tid, s.signer.issue(ip, now));
+        return Outcome::Replied {
+            action: TimedAction::Connect,
+            error: false,
+        };
+    }
+    let action = if header.action == udp::ACTION_SCRAPE {
+        TimedAction::Scrape
+    } else {
+        TimedAction::Announce
+    };
+    if let Err(e) = s.signer.verify(header.connection_id, ip, now) {
+        bump(&stats.bad_connection_ids);
+        // An unverified source never gets more bytes than it sent, so the
+        // tracker cannot be used to amplify a spoofed flood.
+        if udp::ERROR_REPLY_HEADER_LEN + e.message().len() > packet.len() {
+            bump(&stats.packets_dropped);
+            return Outcome::Dropped;
+        }
+        udp::write_error(out, tid, e.message());
+        bump(&stats.errors_sent);
+        return Outcome::Replied {
+            action,
+            error: true,
+        };
+    }
+    let result = match header.action {
+        udp::ACTION_ANNOUNCE => announce(s, logic, stats, packet, ip, tid, slot, url, out).await,
+        udp::ACTION_SCRAPE => scrape(s, logic, stats, packet, ip, tid, slot, out).await,
+        udp::ACTION_ANNOUNCE_V6_LEGACY => Err(OBSOLETE_IPV6_ANNOUNCE.into()),
+        other => Err(ClientError::owned(format!("unknown action {other}")).into()),
+    };
+    match result {
+        Ok(()) => Outcome::Replied {
+            action,
+            error: false,
+        },
+        Err(e) => {
+            if !e.is_client_error() {
+                tracing::warn!(error = %e, "udp request failed");
+            }
+            slot.after = After::Nothing;
+            out.clear();
+            udp::write_error(out, tid, e.client_message());
+            bump(&stats.errors_sent);
+            Outcome::Replied {
+                action,
+                error: true,
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn announce(
+    s: &Settings,
+    logic: &TrackerLogic,
+    stats: &WorkerStats,
+    packet: &[u8],
+    ip: IpAddr,
+    tid: u32,
+    slot: &mut Slot,
+    url: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<(), TrackerError> {
+    bump(&stats.announces);
+    let a = udp::Announce::parse(packet)?;
+    url.clear();
+    udp::collect_url_data(a.options, url)?;
+    let req = &mut slot.announce;
+    req.params.parse_into(url)?;
+    req.info_hash = a.info_hash;
+    req.peer = Peer::new(
+        a.peer_id,
+        udp::announce_ip(ip, a.ip, s.allow_ip_spoofing),
+        a.port,
+    );
+    req.ip_provided = a.ip.is_some() && s.allow_ip_spoofing;
+    req.event = Event::from_udp(a.event)?;
+    req.event_provided = req.event != Event::None;
+    let family = req.peer.family();
+    let fits = udp::max_peers_in_reply(family) as u32;
+    req.num_want = s.limits.num_want(Some(i64::from(a.num_want))).min(fits);
+    req.num_want_provided = a.num_want >= 0;
+    req.compact = true;
+    req.uploaded = a.uploaded;
+    req.downloaded = a.downloaded;
+    req.left = a.left;
+
+    slot.ctx.clear();
+    slot.announce_resp.clear();
+    // Nobody can connect to port 0: answer, but do not hand the peer out.
+    if a.port == 0 {
+        slot.ctx.skip_swarm_interaction = true;
+    }
+    logic
+        .handle_announce(&mut slot.ctx, req, &mut slot.announce_resp)
+        .await?;
+    udp::write_announce(out, tid, &slot.announce_resp, family);
+    slot.after = After::Announce;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scrape(
+    s: &Settings,
+    logic: &TrackerLogic,
+    stats: &WorkerStats,
+    packet: &[u8],
+    ip: IpAddr,
+    tid: u32,
+    slot: &mut Slot,
+    out: &mut Vec<u8>,
+) -> Result<(), TrackerError> {
+    bump(&stats.scrapes);
+    let hashes = udp::ScrapeHashes::parse(packet, s.limits.max_scrape_infohashes as usize)?;
+    let req = &mut slot.scrape;
+    req.address_family = AddressFamily::of(&ip);
+    req.info_hashes.clear();
+    req.info_hashes.extend(hashes.iter());
+    req.params.clear();
+    slot.ctx.clear();
+    slot.scrape_resp.files.clear();
+    logic
+        .handle_scrape(&mut slot.ctx, req, &mut slot.scrape_resp)
+        .await?;
+    udp::write_scrape(out, tid, &slot.scrape_resp.files);
+    slot.after = After::Scrape;
+    Ok(())
+}
