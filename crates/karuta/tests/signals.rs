@@ -234,3 +234,83 @@ fn json_logs_are_one_object_per_line_and_debug_adds_detail() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A UDP port that was free a moment ago.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn udp_config(dir: &Path, port: u16, minutes: u32, workers: u32) -> PathBuf {
+    let path = dir.join("karuta.yaml");
+    let text = format!(
+        "chihaya:\n  announce_interval: {minutes}m\n  min_announce_interval: 1m\n  udp:\n    addr: \"127.0.0.1:{port}\"\n    private_key: \"reload test\"\n    workers: {workers}\n"
+    );
+    let tmp = dir.join("karuta.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+#[test]
+fn a_swarm_announced_before_a_reload_is_served_after_it() {
+    use frontend_udp::client::{AnnounceParams, UdpTrackerClient};
+    use tracker::bittorrent::{InfoHash, PeerId};
+
+    let dir = tempdir("udp-reload");
+    let port = free_udp_port();
+    let config = udp_config(&dir, port, 30, 1);
+    let mut k = Karuta::start(&config);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ih = InfoHash([0x33; 20]);
+    let mut a = UdpTrackerClient::new(addr, Duration::from_secs(3)).unwrap();
+    let first = a
+        .announce(&AnnounceParams::new(ih, PeerId([1; 20]), 7001))
+        .unwrap();
+    assert_eq!(first.interval, 30 * 60);
+
+    // Reload with a new interval: the same sockets serve, with the new logic.
+    udp_config(&dir, port, 20, 1);
+    k.signal(libc::SIGUSR1);
+    k.wait_for("configuration reloaded");
+    assert_eq!(
+        k.count("udp frontend listening"),
+        1,
+        "the frontend was not restarted"
+    );
+    let mut b = UdpTrackerClient::new(addr, Duration::from_secs(3)).unwrap();
+    let reply = b
+        .announce(&AnnounceParams::new(ih, PeerId([2; 20]), 7002))
+        .unwrap();
+    assert_eq!(reply.interval, 20 * 60, "the new configuration answers");
+    assert_eq!(
+        reply.peers,
+        vec!["127.0.0.1:7001".parse::<std::net::SocketAddr>().unwrap()]
+    );
+    // A connection id issued before the reload is still good.
+    assert!(a.scrape(&[ih]).is_ok());
+
+    // Reload with a changed udp section: the frontend restarts on the same
+    // address, and the swarm is still there.
+    udp_config(&dir, port, 20, 2);
+    k.signal(libc::SIGUSR1);
+    let line = k.wait_for("configuration reloaded");
+    assert!(line.contains("reload=2"), "{line}");
+    assert_eq!(
+        k.count("udp frontend listening"),
+        2,
+        "the frontend was restarted"
+    );
+    assert_eq!(k.count("udp frontend stopped"), 1);
+    let mut c = UdpTrackerClient::new(addr, Duration::from_secs(3)).unwrap();
+    let entries = c.scrape(&[ih]).unwrap();
+    assert_eq!(entries[0].leechers, 2);
+
+    k.signal(libc::SIGTERM);
+    let (code, _) = k.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+    std::fs::remove_dir_all(dir).unwrap();
+}
