@@ -296,4 +296,37 @@ mod tests {
             io::ErrorKind::WouldBlock
         );
     }
+
+    #[test]
+    fn a_failing_reply_can_be_skipped_and_the_rest_sent() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let to = client.local_addr().unwrap();
+        let mut sb = SendBatch::new();
+        for (dest, byte) in [(to, 1u8), ("127.0.0.1:0".parse().unwrap(), 2), (to, 3)] {
+            sb.next_buf().push(byte);
+            sb.commit(dest);
+        }
+        // The flush loop of a worker: send, and on an error skip the reply it names.
+        let mut errors = 0;
+        while sb.pending() > 0 {
+            match sb.send(server.as_raw_fd()) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_ne!(e.kind(), io::ErrorKind::WouldBlock);
+                    errors += 1;
+                    sb.skip_one();
+                }
+            }
+        }
+        assert_eq!(errors, 1, "port 0 cannot be sent to");
+        let mut buf = [0u8; 4];
+        assert_eq!(client.recv(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], 1);
+        assert_eq!(client.recv(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], 3);
+    }
 }

@@ -26,6 +26,13 @@ pub struct WorkerStats {
     pub timing: Timings,
 }
 
+#[cfg(test)]
+impl WorkerStats {
+    pub(crate) fn snapshot_announces(&self) -> u64 {
+        self.announces.load(Ordering::Relaxed)
+    }
+}
+
 /// A snapshot of counters, summed over workers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpStats {
