@@ -30,7 +30,7 @@ use tracker::{ConfigError, SharedLogic};
 
 pub use config::{MAX_WORKERS, UdpConfig};
 pub use connection_id::{ConnectionIdError, ConnectionIdSigner};
-pub use stats::{BUCKETS_MS, TimedAction, Timings, UdpStats, WorkerStats};
+pub use stats::{UdpStats, WorkerStats};
 
 use worker::{Settings, Worker};
 

@@ -24,7 +24,8 @@ use tracker::{RequestContext, RequestLimits, SharedLogic, TrackerError, TrackerL
 
 use crate::batch::{BATCH, RecvBatch, SendBatch};
 use crate::connection_id::ConnectionIdSigner;
-use crate::stats::{TimedAction, WorkerStats, add, bump};
+use crate::stats::{WorkerStats, add, bump};
+use tracker::timing::TimedAction;
 
 /// What every worker of a frontend shares.
 pub(crate) struct Settings {

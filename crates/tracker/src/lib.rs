@@ -21,6 +21,7 @@ mod limits;
 mod logic;
 mod registry;
 mod store;
+pub mod timing;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
