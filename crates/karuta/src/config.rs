@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tracker::config::{ConfigDuration, parse_listen_addr};
-use tracker::{ConfigError, LogicConfig, Options, Registry, RequestLimits};
+use tracker::{ConfigError, LogicConfig, Options, Registry};
 
 /// The example configuration shipped in `dist/`, built into the binary so
 /// `karuta` starts with no file at all.
@@ -80,7 +80,7 @@ pub struct TrackerConfig {
     /// Where `/metrics` is served; empty disables it.
     pub metrics_addr: String,
     /// The HTTP frontend; absent disables it.
-    pub http: Option<HttpConfig>,
+    pub http: Option<frontend_http::HttpConfig>,
     /// The UDP frontend; absent disables it.
     pub udp: Option<frontend_udp::UdpConfig>,
     pub storage: StorageConfig,
@@ -103,95 +103,6 @@ impl Default for TrackerConfig {
             prehooks: None,
             posthooks: None,
         }
-    }
-}
-
-/// chihaya's `http:` section, with chihaya's code defaults.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct HttpConfig {
-    pub addr: String,
-    pub https_addr: String,
-    pub tls_cert_path: String,
-    pub tls_key_path: String,
-    pub read_timeout: ConfigDuration,
-    pub write_timeout: ConfigDuration,
-    pub enable_keepalive: bool,
-    pub idle_timeout: ConfigDuration,
-    pub enable_request_timing: bool,
-    pub announce_routes: Vec<String>,
-    pub scrape_routes: Vec<String>,
-    pub allow_ip_spoofing: bool,
-    pub real_ip_header: String,
-    pub max_numwant: u32,
-    pub default_numwant: u32,
-    pub max_scrape_infohashes: u32,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        let limits = RequestLimits::default();
-        HttpConfig {
-            addr: String::new(),
-            https_addr: String::new(),
-            tls_cert_path: String::new(),
-            tls_key_path: String::new(),
-            read_timeout: ConfigDuration(Duration::from_secs(2)),
-            write_timeout: ConfigDuration(Duration::from_secs(2)),
-            enable_keepalive: false,
-            idle_timeout: ConfigDuration(Duration::from_secs(30)),
-            enable_request_timing: false,
-            announce_routes: vec!["/announce".into()],
-            scrape_routes: vec!["/scrape".into()],
-            allow_ip_spoofing: false,
-            real_ip_header: String::new(),
-            max_numwant: limits.max_numwant,
-            default_numwant: limits.default_numwant,
-            max_scrape_infohashes: limits.max_scrape_infohashes,
-        }
-    }
-}
-
-impl HttpConfig {
-    pub fn limits(&self) -> RequestLimits {
-        RequestLimits {
-            max_numwant: self.max_numwant,
-            default_numwant: self.default_numwant,
-            max_scrape_infohashes: self.max_scrape_infohashes,
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let key = |k: &str| format!("http.{k}");
-        check_listen_addr(&self.addr, &key("addr"))?;
-        check_listen_addr(&self.https_addr, &key("https_addr"))?;
-        if !self.https_addr.is_empty() {
-            for (k, v) in [
-                ("tls_cert_path", &self.tls_cert_path),
-                ("tls_key_path", &self.tls_key_path),
-            ] {
-                if v.is_empty() {
-                    return Err(ConfigError::new(key(k), "required when https_addr is set"));
-                }
-            }
-        }
-        for (k, routes) in [
-            ("announce_routes", &self.announce_routes),
-            ("scrape_routes", &self.scrape_routes),
-        ] {
-            if routes.is_empty() {
-                return Err(ConfigError::new(key(k), "must list at least one route"));
-            }
-            for (i, r) in routes.iter().enumerate() {
-                if !r.starts_with('/') {
-                    return Err(ConfigError::new(
-                        format!("http.{k}[{i}]"),
-                        format!("route {r:?} must start with '/'"),
-                    ));
-                }
-            }
-        }
-        self.limits().validate().map_err(|e| e.within("http"))
     }
 }
 
@@ -398,7 +309,7 @@ fn validate_tracker(c: &LoadedConfig) -> Result<(), ConfigError> {
     }
     check_listen_addr(&t.metrics_addr, "metrics_addr")?;
     if let Some(http) = &t.http {
-        http.validate()?;
+        http.validate().map_err(|e| e.within("http"))?;
     }
     if let Some(udp) = &t.udp {
         udp.validate().map_err(|e| e.within("udp"))?;

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use frontend_http::HttpFrontend;
 use frontend_udp::UdpFrontend;
 use tokio::signal::unix::{SignalKind, signal};
 use tracker::{ConfigError, NamedHook, PeerStore, Registry, SharedLogic, TrackerLogic};
@@ -33,7 +34,36 @@ pub struct Tracker {
     store: Arc<dyn PeerStore>,
     logic: Arc<SharedLogic>,
     udp: Option<UdpFrontend>,
+    http: Option<HttpFrontend>,
     reloads: u64,
+}
+
+/// Starts the HTTP frontend of `config`, if it has one.
+fn start_http(
+    config: &LoadedConfig,
+    logic: &Arc<SharedLogic>,
+) -> Result<Option<HttpFrontend>, ConfigFileError> {
+    let Some(http) = &config.tracker.http else {
+        return Ok(None);
+    };
+    let section = format!("{}.http", config.root);
+    HttpFrontend::start(http, Arc::clone(logic)).map_err(|e| {
+        let e = match e {
+            frontend_http::StartError::Config(e) => e.within(&section),
+            frontend_http::StartError::Bind { addr, source } => ConfigError::new(
+                format!(
+                    "{section}.{}",
+                    if Some(addr) == http.https_listen_addr().ok().flatten() {
+                        "https_addr"
+                    } else {
+                        "addr"
+                    }
+                ),
+                format!("cannot listen on {addr}: {source}"),
+            ),
+        };
+        ConfigFileError::with_key(&config.source, e)
+    })
 }
 
 /// Starts the UDP frontend of `config`, if it has one.
@@ -115,8 +145,16 @@ impl Tracker {
                 return Err(e);
             }
         };
-        let udp = match start_udp(&config, &logic) {
-            Ok(udp) => udp,
+        let frontends =
+            start_udp(&config, &logic).and_then(|udp| match start_http(&config, &logic) {
+                Ok(http) => Ok((udp, http)),
+                Err(e) => {
+                    drop(udp);
+                    Err(e)
+                }
+            });
+        let (udp, http) = match frontends {
+            Ok(f) => f,
             Err(e) => {
                 logic.load().stop_hooks().await;
                 let _ = store.stop().await;
@@ -129,6 +167,7 @@ impl Tracker {
             store,
             logic,
             udp,
+            http,
             reloads: 0,
         };
         tracker.log_configuration();
@@ -148,23 +187,17 @@ impl Tracker {
             announce_interval = %tracker::config::format_duration(t.announce_interval.0),
             "tracker configured"
         );
-        // The frontends and the metrics server are built by the issues that
-        // own them; until then say plainly that nothing listens.
-        if let Some(http) = &t.http
-            && (!http.addr.is_empty() || !http.https_addr.is_empty())
-        {
-            tracing::warn!(
-                addr = %http.addr,
-                https_addr = %http.https_addr,
-                "http frontend configured, but this build has no HTTP frontend yet"
-            );
-        }
     }
 
     /// The current tracker logic. Frontends take a clone per request (or per
     /// batch) and drop it when done; a reload waits for those clones.
     pub fn logic(&self) -> Arc<TrackerLogic> {
         self.logic.load()
+    }
+
+    /// The running HTTP frontend, if any.
+    pub fn http(&self) -> Option<&HttpFrontend> {
+        self.http.as_ref()
     }
 
     /// The running UDP frontend, if any.
@@ -215,6 +248,19 @@ impl Tracker {
                 }
             }
         }
+        if new.tracker.http != self.config.tracker.http {
+            match start_http(&new, &self.logic) {
+                Ok(http) => {
+                    if let Some(previous) = std::mem::replace(&mut self.http, http) {
+                        previous.stop().await;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "http frontend not restarted; the previous one keeps serving");
+                    new.tracker.http = self.config.tracker.http.clone();
+                }
+            }
+        }
         self.config = new;
         self.reloads += 1;
         self.log_configuration();
@@ -227,6 +273,9 @@ impl Tracker {
     pub async fn shutdown(self) {
         if let Some(udp) = self.udp {
             udp.stop().await;
+        }
+        if let Some(http) = self.http {
+            http.stop().await;
         }
         // With the frontends gone, the tracker is the slot's last owner.
         match Arc::try_unwrap(self.logic) {

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use frontend_http::HttpConfig;
 use frontend_udp::UdpConfig;
-use karuta::config::{self, ConfigSource, HttpConfig, TrackerConfig};
+use karuta::config::{self, ConfigSource, TrackerConfig};
 use tracker::config::ConfigDuration;
 
 fn fixture(name: &str) -> PathBuf {
@@ -43,6 +44,7 @@ fn chihaya_example_frontends() -> (HttpConfig, UdpConfig) {
         max_numwant: 100,
         default_numwant: 50,
         max_scrape_infohashes: 50,
+        trusted_proxies: vec![],
     };
     let udp = UdpConfig {
         addr: "0.0.0.0:6969".into(),

@@ -17,6 +17,7 @@ mod context;
 mod error;
 mod future;
 mod hook;
+pub mod ipnet;
 mod limits;
 mod logic;
 mod registry;

@@ -118,6 +118,18 @@ impl TrackerLogic {
         Ok(())
     }
 
+    /// Whether [`after_announce`](Self::after_announce) has anything to do for
+    /// this request: post-hooks, or a store write the response hook did not
+    /// make. Frontends skip scheduling the post phase when it has none.
+    pub fn has_post_work(&self, ctx: &RequestContext) -> bool {
+        !self.post_hooks.is_empty() || !(ctx.skip_swarm_interaction || ctx.swarm_written)
+    }
+
+    /// Whether [`after_scrape`](Self::after_scrape) has anything to do.
+    pub fn has_post_scrape_work(&self) -> bool {
+        !self.post_hooks.is_empty()
+    }
+
     /// Runs the post-hooks, then writes the announce to the store unless the
     /// store already did or a pre-hook asked it not to. Errors are logged:
     /// the client already has its reply.

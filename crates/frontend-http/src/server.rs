@@ -1,0 +1,306 @@
+//! Listeners, connections and the request handler.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bittorrent::{AnnounceResponse, BencodeWriter, Params, ScrapeResponse};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tracker::timing::{TimedAction, Timings};
+use tracker::{RequestContext, RequestLimits, SharedLogic, TrackerLogic};
+
+use crate::client_ip::ClientAddress;
+use crate::io::{TimedIo, Timeouts};
+use crate::parse::{self, AnnounceOptions};
+use crate::router::{Endpoint, Router};
+
+/// Requests whose post-reply phase may run as background tasks at once;
+/// beyond that it runs before the reply is returned (back-pressure instead of
+/// an unbounded queue).
+pub(crate) const POST_PHASE_TASKS: usize = 1024;
+
+/// Counters, shared by all connections.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub announces: AtomicU64,
+    pub scrapes: AtomicU64,
+    /// Replies carrying a `failure reason`.
+    pub failures: AtomicU64,
+    /// 404 and 405 replies.
+    pub not_tracker_paths: AtomicU64,
+    pub connections: AtomicU64,
+    /// Connections that ended with an error (timeouts, TLS, malformed HTTP).
+    pub connection_errors: AtomicU64,
+    pub timing: Timings,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What every connection of a frontend shares.
+pub(crate) struct Shared {
+    pub router: Router,
+    pub logic: Arc<SharedLogic>,
+    pub addresses: ClientAddress,
+    pub announce: AnnounceOptions,
+    pub limits: RequestLimits,
+    pub timing: bool,
+    pub stats: Arc<HttpStats>,
+    pub post_phase: Arc<Semaphore>,
+}
+
+fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn failure(shared: &Shared, message: &str) -> Response<Full<Bytes>> {
+    bump(&shared.stats.failures);
+    let mut body = Vec::with_capacity(32 + message.len());
+    BencodeWriter::failure(&mut body, message);
+    reply(StatusCode::OK, body)
+}
+
+/// Answers one request.
+async fn respond(
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let started = shared.timing.then(Instant::now);
+    let mut params = Params::default();
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let parsed = params.parse_into(target.as_bytes());
+    let Some(endpoint) = shared.router.route(req.uri().path(), &mut params) else {
+        bump(&shared.stats.not_tracker_paths);
+        return reply(StatusCode::NOT_FOUND, b"not found\n".to_vec());
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        bump(&shared.stats.not_tracker_paths);
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            b"method not allowed\n".to_vec(),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let action = match endpoint {
+        Endpoint::Announce => TimedAction::Announce,
+        Endpoint::Scrape => TimedAction::Scrape,
+    };
+    let (response, ipv6, error) =
+        match answer(&shared, endpoint, parsed.map(|()| params), remote, &req).await {
+            Ok((body, ipv6)) => (reply(StatusCode::OK, body), ipv6, false),
+            Err((message, ipv6)) => (failure(&shared, &message), ipv6, true),
+        };
+    if let Some(started) = started {
+        shared
+            .stats
+            .timing
+            .record(action, ipv6, error, started.elapsed());
+    }
+    response
+}
+
+/// The body of a tracker reply, or the failure reason; with whether the
+/// client is on IPv6 (for timing labels).
+async fn answer(
+    shared: &Arc<Shared>,
+    endpoint: Endpoint,
+    params: Result<Params, bittorrent::ClientError>,
+    remote: SocketAddr,
+    req: &Request<Incoming>,
+) -> Result<(Vec<u8>, bool), (String, bool)> {
+    let ipv6 = bittorrent::canonical_ip(remote.ip()).is_ipv6();
+    let fail = |m: &str| (m.to_owned(), ipv6);
+    let params = params.map_err(|e| fail(e.message()))?;
+    let client = shared
+        .addresses
+        .resolve(remote.ip(), req.headers())
+        .map_err(|e| fail(e.message()))?;
+    let logic = shared.logic.load();
+    let mut ctx = RequestContext::new();
+    let mut body = Vec::with_capacity(256);
+    match endpoint {
+        Endpoint::Announce => {
+            bump(&shared.stats.announces);
+            let request =
+                parse::announce(params, client, &shared.announce).map_err(|e| fail(e.message()))?;
+            let mut resp = AnnounceResponse::default();
+            logic
+                .handle_announce(&mut ctx, &request, &mut resp)
+                .await
+                .map_err(|e| {
+                    if !e.is_client_error() {
+                        tracing::warn!(error = %e, "http announce failed");
+                    }
+                    fail(e.client_message())
+                })?;
+            crate::response::write_announce(&mut body, &resp, request.peer.family(), client);
+            if logic.has_post_work(&ctx) {
+                post_announce(shared, logic, ctx, request, resp).await;
+            }
+        }
+        Endpoint::Scrape => {
+            bump(&shared.stats.scrapes);
+            let request =
+                parse::scrape(params, client, &shared.limits).map_err(|e| fail(e.message()))?;
+            let mut resp = ScrapeResponse::default();
+            logic
+                .handle_scrape(&mut ctx, &request, &mut resp)
+                .await
+                .map_err(|e| fail(e.client_message()))?;
+            if logic.has_post_scrape_work() {
+                logic.after_scrape(&mut ctx, &request, &mut resp).await;
+            }
+            crate::response::write_scrape(&mut body, &mut resp.files);
+        }
+    }
+    Ok((body, bittorrent::canonical_ip(client).is_ipv6()))
+}
+
+/// Runs the post-reply phase as a bounded background task, or in place when
+/// too many are running.
+async fn post_announce(
+    shared: &Shared,
+    logic: Arc<TrackerLogic>,
+    mut ctx: RequestContext,
+    request: bittorrent::AnnounceRequest,
+    mut resp: AnnounceResponse,
+) {
+    match Arc::clone(&shared.post_phase).try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(async move {
+                logic.after_announce(&mut ctx, &request, &mut resp).await;
+                drop(permit);
+            });
+        }
+        Err(_) => logic.after_announce(&mut ctx, &request, &mut resp).await,
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Settings of one listener.
+pub(crate) struct Listener {
+    pub listener: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub timeouts: Timeouts,
+    pub keep_alive: bool,
+    pub connections: Arc<Semaphore>,
+}
+
+/// Most bytes of a request head (request line and headers).
+pub(crate) const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Most header lines.
+const MAX_HEADERS: usize = 64;
+
+/// Accepts connections until `stop`, then lets open ones finish (at most
+/// `drain` long).
+pub(crate) async fn serve(
+    l: Listener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(l.keep_alive)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(MAX_HEADERS)
+        .header_read_timeout(None);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            p = Arc::clone(&l.connections).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            accepted = l.listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, say: log, back off, keep serving.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        bump(&shared.stats.connections);
+        let shared = Arc::clone(&shared);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = l.tls.clone();
+        let timeouts = l.timeouts;
+        tokio::spawn(async move {
+            let io = TimedIo::new(stream, timeouts);
+            let stats = Arc::clone(&shared.stats);
+            let service = service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(respond(shared, remote, req).await) }
+            });
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(io), service))
+                        .await
+                }
+                Some(acceptor) => match acceptor.accept(io).await {
+                    Ok(tls) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(tls), service))
+                            .await
+                    }
+                    Err(e) => {
+                        bump(&stats.connection_errors);
+                        tracing::debug!(%remote, error = %e, "tls handshake failed");
+                        drop(permit);
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
+                bump(&stats.connection_errors);
+                tracing::debug!(%remote, error = %e, "http connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(l.listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("http connections still open after the stop deadline; closing them");
+    }
+}
