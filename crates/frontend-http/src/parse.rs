@@ -92,9 +92,6 @@ pub(crate) fn announce(
     let port = required(&params, "port", "failed to parse parameter: port")?;
     let port =
         u16::try_from(port).map_err(|_| ClientError::new("failed to parse parameter: port"))?;
-    if port == 0 {
-        return Err(ClientError::new("invalid port"));
-    }
     let (ip, ip_provided) = announced_ip(&params, client, opts.allow_ip_spoofing)?;
     if ip.is_unspecified() {
         return Err(ClientError::new("invalid IP"));
@@ -230,7 +227,6 @@ mod tests {
                 base("").replace("&port=6881", "&port=70000"),
                 "failed to parse parameter: port",
             ),
-            (base("").replace("&port=6881", "&port=0"), "invalid port"),
             (
                 "info_hash=%01%02&peer_id=-LT2080-abcdefghijkl".to_string(),
                 "provided invalid infohash",

@@ -452,7 +452,6 @@ async fn malformed_announces_get_a_failure_reason() {
             base.replace("&port=7001", ""),
             "failed to parse parameter: port",
         ),
-        (base.replace("&port=7001", "&port=0"), "invalid port"),
         (format!("{base}&x=%zz"), "invalid query escaping"),
         (announce_query(0xee, 1, 7001, ""), "unapproved torrent"),
     ];
@@ -595,6 +594,34 @@ async fn proxies_are_believed_only_when_trusted() {
     for t in [trusted, untrusted, chihaya, strict] {
         t.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_zero_is_answered_but_not_handed_out() {
+    let t = start(|_| {});
+    let addr = t.local_addr().unwrap();
+    get(
+        addr,
+        &format!("/announce?{}", announce_query(14, 1, 7001, "")),
+        &[],
+    )
+    .bencode();
+    let zero = get(
+        addr,
+        &format!("/announce?{}", announce_query(14, 2, 0, "")),
+        &[],
+    )
+    .bencode();
+    assert_eq!(zero.get("peers").bytes().len(), 6, "it gets peers");
+    assert_eq!(zero.get("incomplete").int(), 1, "but is not counted");
+    let other = get(
+        addr,
+        &format!("/announce?{}", announce_query(14, 3, 7003, "")),
+        &[],
+    )
+    .bencode();
+    assert_eq!(other.get("peers").bytes().len(), 6, "nor handed out");
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

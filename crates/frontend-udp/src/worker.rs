@@ -344,10 +344,6 @@ async fn announce(
 
     slot.ctx.clear();
     slot.announce_resp.clear();
-    // Nobody can connect to port 0: answer, but do not hand the peer out.
-    if a.port == 0 {
-        slot.ctx.skip_swarm_interaction = true;
-    }
     logic
         .handle_announce(&mut slot.ctx, req, &mut slot.announce_resp)
         .await?;

@@ -95,6 +95,10 @@ impl TrackerLogic {
         if ctx.skip_response {
             return Ok(());
         }
+        // Nobody can connect to port 0: answer such a peer, never hand it out.
+        if req.peer.port == 0 {
+            ctx.skip_swarm_interaction = true;
+        }
         if ctx.skip_swarm_interaction {
             // Read only: the peers and counts the swarm has without this peer.
             let seeder = req.is_seeder();
