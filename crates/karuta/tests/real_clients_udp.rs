@@ -1,7 +1,7 @@
 //! Real BitTorrent clients find each other through karuta's UDP frontend and
 //! complete downloads, all on 127.0.0.1.
 //!
-//! The clients are driven by `tests/clients/udp_swarm.py` under Debian's
+//! The clients are driven by `tests/clients/swarm.py` under Debian's
 //! `/usr/bin/python3` (python3-libtorrent) and `aria2c`; `scripts/test`
 //! installs both. When they are missing these tests fail, they never skip.
 //!
@@ -14,313 +14,20 @@
 //! - The negative control: with a tracker address where nothing answers, a
 //!   libtorrent leecher finds no peer and downloads nothing within 10 s.
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "clients/harness.rs"]
+mod harness;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bittorrent::InfoHash;
 use frontend_udp::client::{ScrapeEntry, UdpTrackerClient};
+use harness::{Driver, Karuta, TempDir, require_clients};
 
-const PYTHON: &str = "/usr/bin/python3";
-const HOW_TO_INSTALL: &str = "run scripts/test, which installs python3-libtorrent and aria2 \
-     (apt-get install python3-libtorrent aria2)";
-
-/// Fails (never skips) when a client the tests need is missing.
-fn require_clients(aria2: bool) {
-    let lt = Command::new(PYTHON)
-        .args(["-c", "import libtorrent"])
-        .output();
-    match lt {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "{PYTHON} cannot import libtorrent ({}): {HOW_TO_INSTALL}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("cannot run {PYTHON} ({e}): {HOW_TO_INSTALL}"),
-    }
-    if aria2 {
-        match Command::new("aria2c").arg("--version").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => panic!("aria2c --version failed ({}): {HOW_TO_INSTALL}", out.status),
-            Err(e) => panic!("cannot run aria2c ({e}): {HOW_TO_INSTALL}"),
-        }
-    }
-}
-
-/// A directory removed when dropped, also when the test panics.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "karuta-real-clients-udp-{tag}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Lines of a child's stdout and stderr (marked with `stderr_prefix`), in
-/// arrival order.
-fn read_lines(child: &mut Child, stderr_prefix: &'static str) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    fn pump(r: impl std::io::Read + Send + 'static, prefix: &'static str, tx: Sender<String>) {
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines().map_while(Result::ok) {
-                if tx.send(format!("{prefix}{line}")).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    if let Some(out) = child.stdout.take() {
-        pump(out, "", tx.clone());
-    }
-    if let Some(err) = child.stderr.take() {
-        pump(err, stderr_prefix, tx);
-    }
-    rx
-}
-
-/// The real karuta binary with a UDP frontend on a free 127.0.0.1 port.
-struct Karuta {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    addr: SocketAddr,
-}
-
-impl Karuta {
-    fn start(dir: &Path) -> Karuta {
-        let config = dir.join("karuta.yaml");
-        std::fs::write(
-            &config,
-            "chihaya:\n  announce_interval: 5s\n  min_announce_interval: 1s\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"test\"\n  storage:\n    name: memory\n",
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_karuta"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--nocolors")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting karuta");
-        let lines = read_lines(&mut child, "");
-        let mut k = Karuta {
-            child,
-            lines,
-            seen: Vec::new(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-        };
-        let line = k.wait_for("udp frontend listening");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-        k.addr = addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"));
-        k.wait_for("karuta started");
-        k
-    }
-
-    /// Waits (at most 10 s) for a log line containing `text`; returns it.
-    fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "karuta logged no line with {text:?}; saw:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    /// SIGTERM, then the exit code (at most 5 s).
-    fn stop(&mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill failed");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                self.drain();
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "karuta did not exit within 5 s of SIGTERM; logged:\n{}",
-                self.seen.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Karuta {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `udp_swarm.py` in its own process group, so that dropping it (also on a
-/// panic) kills the aria2c it may have started too.
-struct Driver {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    exited: Option<ExitStatus>,
-}
-
-impl Driver {
-    fn start(workdir: &Path, tracker: &str, mode: &str) -> Driver {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/udp_swarm.py");
-        let mut child = Command::new(PYTHON)
-            .arg(&script)
-            .args(["--mode", mode, "--tracker", tracker, "--workdir"])
-            .arg(workdir)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {PYTHON} {}: {e}", script.display()));
-        let stdin = child.stdin.take();
-        let lines = read_lines(&mut child, "stderr| ");
-        Driver {
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-            exited: None,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.seen.join("\n")
-    }
-
-    fn record(&mut self, line: String) {
-        eprintln!("udp_swarm| {line}");
-        self.seen.push(line);
-    }
-
-    /// Waits for a line starting with `prefix`; returns the rest of it.
-    fn wait_for(&mut self, prefix: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let rest = line.strip_prefix(prefix).map(str::to_owned);
-                    self.record(line);
-                    if let Some(rest) = rest {
-                        return rest;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    panic!(
-                        "udp_swarm.py exited ({status}) before printing {prefix:?}; output:\n{}",
-                        self.output()
-                    );
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "udp_swarm.py printed no {prefix:?} within {limit:?}; output:\n{}",
-                    self.output()
-                ),
-            }
-        }
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .unwrap();
-    }
-
-    /// Waits for the script to exit (at most `limit`) and for all its output.
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        self.stdin.take();
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.record(line),
-                // Both pipes closed: the script (and anything it started
-                // with them) is gone.
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "udp_swarm.py did not exit within {limit:?}; output:\n{}",
-                    self.output()
-                ),
-            }
-        }
-        let status = self.child.wait().unwrap();
-        self.exited = Some(status);
-        status
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if self.exited.is_some() {
-            return;
-        }
-        let pid = self.child.id() as i32;
-        // SIGTERM first: the script then kills and reaps its aria2c (which
-        // would otherwise be left to init).
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Whatever is left of the process group we created for it.
-        // SAFETY: kill(2) on that process group.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
+const CONFIG: &str = "chihaya:\n  announce_interval: 5s\n  min_announce_interval: 1s\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"test\"\n  storage:\n    name: memory\n";
 
 /// Scrapes `ih` until `good` holds or `limit` passes; returns the last entry.
 fn scrape_until(
@@ -356,8 +63,8 @@ fn scrape_until(
 fn libtorrent_and_aria2_complete_downloads_through_the_udp_frontend() {
     require_clients(true);
     let started = Instant::now();
-    let dir = TempDir::new("swarm");
-    let mut karuta = Karuta::start(&dir.0);
+    let dir = TempDir::new("udp-swarm");
+    let mut karuta = Karuta::start(&dir.0, CONFIG, "udp");
     let tracker_url = format!("udp://{}/announce", karuta.addr);
     let workdir = dir.0.join("clients");
     std::fs::create_dir(&workdir).unwrap();
@@ -391,7 +98,7 @@ fn libtorrent_and_aria2_complete_downloads_through_the_udp_frontend() {
     let status = driver.wait_exit(Duration::from_secs(15));
     assert!(
         status.success(),
-        "udp_swarm.py: {status}; output:\n{}",
+        "swarm.py: {status}; output:\n{}",
         driver.output()
     );
     assert!(
@@ -425,7 +132,7 @@ fn libtorrent_and_aria2_complete_downloads_through_the_udp_frontend() {
 #[test]
 fn without_the_tracker_no_leecher_finds_the_seeder() {
     require_clients(false);
-    let dir = TempDir::new("no-tracker");
+    let dir = TempDir::new("udp-no-tracker");
     // A tracker address where nothing answers: the socket is held so that no
     // one else gets the port; it only counts what arrives.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -462,7 +169,7 @@ fn without_the_tracker_no_leecher_finds_the_seeder() {
     listener.join().unwrap();
     assert!(
         status.success(),
-        "udp_swarm.py --mode no-tracker: {status}; output:\n{}",
+        "swarm.py --mode no-tracker: {status}; output:\n{}",
         driver.output()
     );
     assert!(
