@@ -15,6 +15,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +41,9 @@ enum Phase {
 
 pub(crate) struct TimedIo<T> {
     inner: T,
+    /// Bytes read and written, for the metrics.
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
     timeouts: Timeouts,
     phase: Phase,
     /// When the current read phase (idle or reading) must end.
@@ -53,10 +58,16 @@ fn timed_out(what: &str) -> io::Error {
 }
 
 impl<T> TimedIo<T> {
-    pub(crate) fn new(inner: T, timeouts: Timeouts) -> Self {
+    pub(crate) fn new(
+        inner: T,
+        timeouts: Timeouts,
+        (bytes_in, bytes_out): (Arc<AtomicU64>, Arc<AtomicU64>),
+    ) -> Self {
         let deadline = Instant::now() + timeouts.read;
         TimedIo {
             inner,
+            bytes_in,
+            bytes_out,
             timeouts,
             phase: Phase::Idle,
             read_deadline: Some(deadline),
@@ -106,7 +117,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.phase == Phase::Idle {
+                let n = buf.filled().len() - before;
+                this.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                if n > 0 && this.phase == Phase::Idle {
                     this.phase = Phase::Reading;
                     this.read_deadline = Some(Instant::now() + this.timeouts.read);
                 }
@@ -136,6 +149,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(r) => {
                 this.write_deadline = None;
+                if let Ok(n) = r {
+                    this.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {
@@ -185,6 +201,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(r) => {
                 this.write_deadline = None;
+                if let Ok(n) = r {
+                    this.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {

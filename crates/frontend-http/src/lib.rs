@@ -120,6 +120,7 @@ fn tls_acceptor(config: &HttpConfig) -> Result<TlsAcceptor, ConfigError> {
 
 /// A running HTTP frontend (one or two listeners).
 pub struct HttpFrontend {
+    liveness: Arc<tracker::stats::Liveness>,
     addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -129,8 +130,13 @@ pub struct HttpFrontend {
 
 impl HttpFrontend {
     /// Binds the listeners and starts serving on the current tokio runtime;
-    /// `Ok(None)` when both addresses are empty.
-    pub fn start(config: &HttpConfig, logic: Arc<SharedLogic>) -> Result<Option<Self>, StartError> {
+    /// `Ok(None)` when both addresses are empty. Counts into `stats`, which
+    /// outlives this frontend.
+    pub fn start(
+        config: &HttpConfig,
+        logic: Arc<SharedLogic>,
+        stats: Arc<HttpStats>,
+    ) -> Result<Option<Self>, StartError> {
         config.validate()?;
         let plain = config.listen_addr()?;
         let secure = config.https_listen_addr()?;
@@ -149,7 +155,7 @@ impl HttpFrontend {
                 "http.real_ip_header is believed from any client (no http.trusted_proxies): clients can choose the address they are announced under"
             );
         }
-        let stats = Arc::new(HttpStats::default());
+
         let shared = Arc::new(Shared {
             router: config.router()?,
             logic,
@@ -171,6 +177,7 @@ impl HttpFrontend {
         let drain = timeouts.read + timeouts.write;
         let (stop, stopped) = watch::channel(false);
         let mut frontend = HttpFrontend {
+            liveness: Arc::new(tracker::stats::Liveness::default()),
             addr: None,
             https_addr: None,
             stop,
@@ -196,12 +203,12 @@ impl HttpFrontend {
                 keep_alive: config.enable_keepalive,
                 connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             };
-            frontend.tasks.push(tokio::spawn(server::serve(
-                l,
-                Arc::clone(&shared),
-                stopped.clone(),
-                drain,
-            )));
+            let alive = frontend.liveness.guard();
+            let serve = server::serve(l, Arc::clone(&shared), stopped.clone(), drain);
+            frontend.tasks.push(tokio::spawn(async move {
+                let _alive = alive;
+                serve.await
+            }));
         }
         Ok(Some(frontend))
     }
@@ -218,6 +225,16 @@ impl HttpFrontend {
 
     pub fn stats(&self) -> &HttpStats {
         &self.stats
+    }
+
+    /// Listeners started, and still accepting.
+    pub fn listeners(&self) -> (usize, usize) {
+        (self.tasks.len(), self.liveness.running())
+    }
+
+    /// The running-listeners count, to watch after this frontend is borrowed away.
+    pub fn liveness(&self) -> Arc<tracker::stats::Liveness> {
+        Arc::clone(&self.liveness)
     }
 
     /// Stops accepting, lets open requests finish (bounded by the read and

@@ -19,7 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
-use tracker::timing::{TimedAction, Timings};
+use tracker::stats::{RequestMetrics, TimedAction};
 use tracker::{RequestContext, RequestLimits, SharedLogic, TrackerLogic};
 
 use crate::client_ip::ClientAddress;
@@ -32,19 +32,20 @@ use crate::router::{Endpoint, Router};
 /// an unbounded queue).
 pub(crate) const POST_PHASE_TASKS: usize = 1024;
 
-/// Counters, shared by all connections.
+/// Counters, shared by all connections and kept for the life of the
+/// process (a frontend restarted by a reload counts on).
 #[derive(Debug, Default)]
 pub struct HttpStats {
-    pub announces: AtomicU64,
-    pub scrapes: AtomicU64,
-    /// Replies carrying a `failure reason`.
-    pub failures: AtomicU64,
+    /// Answered tracker requests by action, family and error (a `failure
+    /// reason`); durations when `enable_request_timing` is on.
+    pub requests: RequestMetrics,
     /// 404 and 405 replies.
     pub not_tracker_paths: AtomicU64,
     pub connections: AtomicU64,
     /// Connections that ended with an error (timeouts, TLS, malformed HTTP).
     pub connection_errors: AtomicU64,
-    pub timing: Timings,
+    pub bytes_received: Arc<AtomicU64>,
+    pub bytes_sent: Arc<AtomicU64>,
 }
 
 fn bump(c: &AtomicU64) {
@@ -73,8 +74,7 @@ fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     r
 }
 
-fn failure(shared: &Shared, message: &str) -> Response<Full<Bytes>> {
-    bump(&shared.stats.failures);
+fn failure(message: &str) -> Response<Full<Bytes>> {
     let mut body = Vec::with_capacity(32 + message.len());
     BencodeWriter::failure(&mut body, message);
     reply(StatusCode::OK, body)
@@ -111,14 +111,10 @@ async fn respond(
     let (response, ipv6, error) =
         match answer(&shared, endpoint, parsed.map(|()| params), remote, &req).await {
             Ok((body, ipv6)) => (reply(StatusCode::OK, body), ipv6, false),
-            Err((message, ipv6)) => (failure(&shared, &message), ipv6, true),
+            Err((message, ipv6)) => (failure(&message), ipv6, true),
         };
-    if let Some(started) = started {
-        shared
-            .stats
-            .timing
-            .record(action, ipv6, error, started.elapsed());
-    }
+    let took = started.map(|s| s.elapsed());
+    shared.stats.requests.record(action, ipv6, error, took);
     response
 }
 
@@ -143,7 +139,6 @@ async fn answer(
     let mut body = Vec::with_capacity(256);
     match endpoint {
         Endpoint::Announce => {
-            bump(&shared.stats.announces);
             let request =
                 parse::announce(params, client, &shared.announce).map_err(|e| fail(e.message()))?;
             let mut resp = AnnounceResponse::default();
@@ -162,7 +157,6 @@ async fn answer(
             }
         }
         Endpoint::Scrape => {
-            bump(&shared.stats.scrapes);
             let request =
                 parse::scrape(params, client, &shared.limits).map_err(|e| fail(e.message()))?;
             let mut resp = ScrapeResponse::default();
@@ -263,7 +257,11 @@ pub(crate) async fn serve(
         let tls = l.tls.clone();
         let timeouts = l.timeouts;
         tokio::spawn(async move {
-            let io = TimedIo::new(stream, timeouts);
+            let counters = (
+                Arc::clone(&shared.stats.bytes_received),
+                Arc::clone(&shared.stats.bytes_sent),
+            );
+            let io = TimedIo::new(stream, timeouts, counters);
             let stats = Arc::clone(&shared.stats);
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);

@@ -69,15 +69,16 @@ fn start(tweak: impl FnOnce(&mut HttpConfig)) -> HttpFrontend {
     let logic = TrackerLogic::new(
         LogicConfig::default(),
         store,
-        vec![NamedHook {
-            name: "echo".into(),
-            hook: Arc::new(Echo),
-        }],
+        vec![NamedHook::new("echo", Arc::new(Echo))],
         vec![],
     );
-    HttpFrontend::start(&config, Arc::new(SharedLogic::new(logic)))
-        .unwrap()
-        .unwrap()
+    HttpFrontend::start(
+        &config,
+        Arc::new(SharedLogic::new(logic)),
+        Default::default(),
+    )
+    .unwrap()
+    .unwrap()
 }
 
 /// A small bencode reader for the assertions.
@@ -814,7 +815,7 @@ async fn bad_tls_files_and_empty_addresses() {
             vec![],
         )))
     };
-    let none = HttpFrontend::start(&HttpConfig::default(), logic()).unwrap();
+    let none = HttpFrontend::start(&HttpConfig::default(), logic(), Default::default()).unwrap();
     assert!(none.is_none(), "both addresses empty: disabled");
     let config = HttpConfig {
         https_addr: "127.0.0.1:0".into(),
@@ -822,7 +823,7 @@ async fn bad_tls_files_and_empty_addresses() {
         tls_key_path: "/nonexistent/key.pem".into(),
         ..HttpConfig::default()
     };
-    let err = HttpFrontend::start(&config, logic())
+    let err = HttpFrontend::start(&config, logic(), Default::default())
         .err()
         .unwrap()
         .to_string();

@@ -30,7 +30,7 @@ use tracker::{ConfigError, SharedLogic};
 
 pub use config::{MAX_WORKERS, UdpConfig};
 pub use connection_id::{ConnectionIdError, ConnectionIdSigner};
-pub use stats::{UdpStats, WorkerStats};
+pub use stats::{UdpMetrics, UdpStats, WorkerStats};
 
 use worker::{Settings, Worker};
 
@@ -83,6 +83,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// A running UDP frontend.
 pub struct UdpFrontend {
     local_addr: SocketAddr,
+    liveness: Arc<tracker::stats::Liveness>,
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
@@ -91,7 +92,13 @@ pub struct UdpFrontend {
 impl UdpFrontend {
     /// Binds the sockets and starts the workers; `Ok(None)` when `addr` is
     /// empty (the frontend is disabled).
-    pub fn start(config: &UdpConfig, logic: Arc<SharedLogic>) -> Result<Option<Self>, StartError> {
+    /// Worker `i` counts into `metrics`' worker `i`, which outlives this
+    /// frontend.
+    pub fn start(
+        config: &UdpConfig,
+        logic: Arc<SharedLogic>,
+        metrics: Arc<UdpMetrics>,
+    ) -> Result<Option<Self>, StartError> {
         config.validate()?;
         let Some(addr) = config.listen_addr()? else {
             return Ok(None);
@@ -129,18 +136,24 @@ impl UdpFrontend {
             })?);
         }
         let (stop, stopped) = watch::channel(false);
+        let liveness = Arc::new(tracker::stats::Liveness::default());
         let mut threads = Vec::with_capacity(workers);
         let mut stats = Vec::with_capacity(workers);
         for (i, socket) in sockets.into_iter().enumerate() {
-            let worker_stats = Arc::new(WorkerStats::default());
+            let worker_stats = metrics.worker(i);
             stats.push(Arc::clone(&worker_stats));
             let (settings, logic, stopped) =
                 (Arc::clone(&settings), Arc::clone(&logic), stopped.clone());
+            // Counted as running from before the thread starts until it ends.
+            let alive = liveness.guard();
             // The worker is built on its thread: its batch buffers hold raw
             // pointers and never leave it.
             let thread = std::thread::Builder::new()
                 .name(format!("udp-worker-{i}"))
-                .spawn(move || Worker::new(settings, logic, worker_stats).run(socket, stopped))
+                .spawn(move || {
+                    let _alive = alive;
+                    Worker::new(settings, logic, worker_stats).run(socket, stopped)
+                })
                 .map_err(|source| StartError::Bind {
                     addr: local_addr,
                     source,
@@ -150,6 +163,7 @@ impl UdpFrontend {
         tracing::info!(addr = %local_addr, workers, "udp frontend listening");
         Ok(Some(UdpFrontend {
             local_addr,
+            liveness,
             stop,
             threads,
             stats,
@@ -158,6 +172,16 @@ impl UdpFrontend {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Worker threads started, and still running.
+    pub fn workers(&self) -> (usize, usize) {
+        (self.threads.len(), self.liveness.running())
+    }
+
+    /// The running-workers count, to watch after this frontend is borrowed away.
+    pub fn liveness(&self) -> Arc<tracker::stats::Liveness> {
+        Arc::clone(&self.liveness)
     }
 
     /// Counters summed over the workers.

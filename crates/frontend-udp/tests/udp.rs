@@ -70,15 +70,16 @@ impl Tracker {
         let logic = TrackerLogic::new(
             LogicConfig::default(),
             store,
-            vec![NamedHook {
-                name: "echo".into(),
-                hook: Arc::new(Echo),
-            }],
+            vec![NamedHook::new("echo", Arc::new(Echo))],
             vec![],
         );
-        let frontend = UdpFrontend::start(&config, Arc::new(SharedLogic::new(logic)))
-            .expect("starts")
-            .expect("enabled");
+        let frontend = UdpFrontend::start(
+            &config,
+            Arc::new(SharedLogic::new(logic)),
+            Default::default(),
+        )
+        .expect("starts")
+        .expect("enabled");
         Tracker { frontend }
     }
 
@@ -534,7 +535,11 @@ fn an_empty_addr_disables_the_frontend() {
         vec![],
         vec![],
     );
-    let started =
-        UdpFrontend::start(&UdpConfig::default(), Arc::new(SharedLogic::new(logic))).unwrap();
+    let started = UdpFrontend::start(
+        &UdpConfig::default(),
+        Arc::new(SharedLogic::new(logic)),
+        Default::default(),
+    )
+    .unwrap();
     assert!(started.is_none());
 }

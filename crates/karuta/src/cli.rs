@@ -1,5 +1,6 @@
 //! The command line: `karuta [--config FILE]`, `karuta check-config FILE`,
-//! `karuta example-config`, with chihaya's `--debug`, `--json` and `--nocolors`.
+//! `karuta example-config`, `karuta e2e --http URL --udp URL`, with chihaya's
+//! `--debug`, `--json` and `--nocolors`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -45,6 +46,10 @@ enum Command {
     },
     /// Print the documented example configuration (every key, with its default).
     ExampleConfig,
+    /// Check a running tracker end to end over HTTP and/or UDP: two peers
+    /// announce, find each other, scrape, stop. Exit 0 when every check passed,
+    /// 1 on the first failure.
+    E2e(Box<crate::e2e::E2eArgs>),
 }
 
 fn init_logging(cli: &Cli) {
@@ -75,6 +80,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     match &cli.command {
+        Some(Command::E2e(args)) => crate::e2e::run(args),
         Some(Command::ExampleConfig) => {
             print!("{}", config::EXAMPLE_CONFIG);
             ExitCode::SUCCESS

@@ -14,6 +14,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod e2e;
+pub mod metrics;
+pub mod observe;
+pub mod ops;
 pub mod server;
 
 pub use server::Tracker;

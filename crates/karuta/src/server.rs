@@ -22,6 +22,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracker::{ConfigError, NamedHook, PeerStore, Registry, SharedLogic, TrackerLogic};
 
 use crate::config::{self, ConfigFileError, ConfigSource, HookPhase, LoadedConfig};
+use crate::observe::{FrontendState, Observed};
+use crate::ops::OpsServer;
 
 /// How long a retired tracker logic may stay in use by requests in flight
 /// before its hooks are stopped anyway.
@@ -35,6 +37,7 @@ pub struct Tracker {
     logic: Arc<SharedLogic>,
     udp: Option<UdpFrontend>,
     http: Option<HttpFrontend>,
+    observed: Arc<Observed>,
     reloads: u64,
 }
 
@@ -42,12 +45,13 @@ pub struct Tracker {
 fn start_http(
     config: &LoadedConfig,
     logic: &Arc<SharedLogic>,
+    observed: &Observed,
 ) -> Result<Option<HttpFrontend>, ConfigFileError> {
     let Some(http) = &config.tracker.http else {
         return Ok(None);
     };
     let section = format!("{}.http", config.root);
-    HttpFrontend::start(http, Arc::clone(logic)).map_err(|e| {
+    HttpFrontend::start(http, Arc::clone(logic), Arc::clone(&observed.http)).map_err(|e| {
         let e = match e {
             frontend_http::StartError::Config(e) => e.within(&section),
             frontend_http::StartError::Bind { addr, source } => ConfigError::new(
@@ -70,12 +74,13 @@ fn start_http(
 fn start_udp(
     config: &LoadedConfig,
     logic: &Arc<SharedLogic>,
+    observed: &Observed,
 ) -> Result<Option<UdpFrontend>, ConfigFileError> {
     let Some(udp) = &config.tracker.udp else {
         return Ok(None);
     };
     let section = format!("{}.udp", config.root);
-    UdpFrontend::start(udp, Arc::clone(logic)).map_err(|e| {
+    UdpFrontend::start(udp, Arc::clone(logic), Arc::clone(&observed.udp)).map_err(|e| {
         let e = match e {
             frontend_udp::StartError::Config(e) => e.within(&section),
             bind @ frontend_udp::StartError::Bind { .. } => {
@@ -91,12 +96,20 @@ async fn build_logic(
     registry: &Registry,
     config: &LoadedConfig,
     store: Arc<dyn PeerStore>,
+    observed: &Observed,
 ) -> Result<TrackerLogic, ConfigFileError> {
     let mut built: [Vec<NamedHook>; 2] = [Vec::new(), Vec::new()];
     for (slot, phase) in [HookPhase::Pre, HookPhase::Post].into_iter().enumerate() {
         for (name, name_key, options) in config.hooks(phase) {
             match registry.build_hook(&name, &name_key, &options).await {
-                Ok(hook) => built[slot].push(NamedHook { name, hook }),
+                Ok(hook) => {
+                    let rejections = observed.hook_counter(&name);
+                    built[slot].push(NamedHook {
+                        name,
+                        hook,
+                        rejections,
+                    })
+                }
                 Err(e) => {
                     for named in built.iter().flatten() {
                         named.hook.stop().await;
@@ -138,21 +151,23 @@ impl Tracker {
             .build_store(&t.storage.name, &name_key, &config.storage_options())
             .await
             .map_err(|e| ConfigFileError::with_key(&config.source, e))?;
-        let logic = match build_logic(&registry, &config, Arc::clone(&store)).await {
+        let observed = Arc::new(Observed::new(Arc::clone(&store)));
+        let logic = match build_logic(&registry, &config, Arc::clone(&store), &observed).await {
             Ok(logic) => Arc::new(SharedLogic::new(logic)),
             Err(e) => {
                 let _ = store.stop().await;
                 return Err(e);
             }
         };
-        let frontends =
-            start_udp(&config, &logic).and_then(|udp| match start_http(&config, &logic) {
+        let frontends = start_udp(&config, &logic, &observed).and_then(|udp| {
+            match start_http(&config, &logic, &observed) {
                 Ok(http) => Ok((udp, http)),
                 Err(e) => {
                     drop(udp);
                     Err(e)
                 }
-            });
+            }
+        });
         let (udp, http) = match frontends {
             Ok(f) => f,
             Err(e) => {
@@ -168,10 +183,43 @@ impl Tracker {
             logic,
             udp,
             http,
+            observed,
             reloads: 0,
         };
+        tracker.record_frontends();
         tracker.log_configuration();
         Ok(tracker)
+    }
+
+    /// Tells the operations endpoints which frontends run.
+    fn record_frontends(&self) {
+        let mut states = Vec::new();
+        if let Some(udp) = &self.udp {
+            states.push(FrontendState {
+                name: "udp",
+                addrs: vec![udp.local_addr()],
+                expected: udp.workers().0,
+                liveness: udp.liveness(),
+            });
+        }
+        if let Some(http) = &self.http {
+            states.push(FrontendState {
+                name: "http",
+                addrs: http
+                    .local_addr()
+                    .into_iter()
+                    .chain(http.https_local_addr())
+                    .collect(),
+                expected: http.listeners().0,
+                liveness: http.liveness(),
+            });
+        }
+        self.observed.set_frontends(states);
+    }
+
+    /// What the operations endpoints read (the store, counters, liveness).
+    pub fn observed(&self) -> Arc<Observed> {
+        Arc::clone(&self.observed)
     }
 
     fn log_configuration(&self) {
@@ -230,13 +278,19 @@ impl Tracker {
             );
             new.tracker.storage = self.config.tracker.storage.clone();
         }
-        let logic = build_logic(&self.registry, &new, Arc::clone(&self.store)).await?;
+        let logic = build_logic(
+            &self.registry,
+            &new,
+            Arc::clone(&self.store),
+            &self.observed,
+        )
+        .await?;
         let old = self.logic.replace(logic);
         // A frontend whose section changed is replaced: the new one binds
         // first (SO_REUSEPORT lets both hold the port for a moment), so a
         // failure leaves the old one serving.
         if new.tracker.udp != self.config.tracker.udp {
-            match start_udp(&new, &self.logic) {
+            match start_udp(&new, &self.logic, &self.observed) {
                 Ok(udp) => {
                     if let Some(previous) = std::mem::replace(&mut self.udp, udp) {
                         previous.stop().await;
@@ -249,7 +303,7 @@ impl Tracker {
             }
         }
         if new.tracker.http != self.config.tracker.http {
-            match start_http(&new, &self.logic) {
+            match start_http(&new, &self.logic, &self.observed) {
                 Ok(http) => {
                     if let Some(previous) = std::mem::replace(&mut self.http, http) {
                         previous.stop().await;
@@ -262,6 +316,7 @@ impl Tracker {
             }
         }
         self.config = new;
+        self.record_frontends();
         self.reloads += 1;
         self.log_configuration();
         retire(old).await;
@@ -298,14 +353,32 @@ pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Resul
     let mut int = signal(SignalKind::interrupt())?;
 
     let loaded = config::load(&source, &registry)?;
+    let metrics_addr = tracker::config::parse_listen_addr(&loaded.tracker.metrics_addr)
+        .map_err(|e| anyhow::anyhow!("{source}: {}.metrics_addr: {e}", loaded.root))?;
     let mut tracker = Tracker::start(registry, loaded).await?;
+    let ops = match metrics_addr {
+        Some(addr) => match OpsServer::start(addr, tracker.observed()).await {
+            Ok(ops) => Some(ops),
+            Err(e) => {
+                tracker.shutdown().await;
+                anyhow::bail!("{source}: metrics_addr: cannot listen on {addr}: {e}");
+            }
+        },
+        None => None,
+    };
     tracing::info!(pid = std::process::id(), "karuta started");
 
     loop {
         tokio::select! {
             _ = usr1.recv() => {
+                                let before = tracker.config().tracker.metrics_addr.clone();
                 match tracker.reload().await {
-                    Ok(()) => tracing::info!(reload = tracker.reloads(), "configuration reloaded"),
+                    Ok(()) => {
+                        if tracker.config().tracker.metrics_addr != before {
+                            tracing::warn!("metrics_addr changed: it takes effect at the next restart");
+                        }
+                        tracing::info!(reload = tracker.reloads(), "configuration reloaded")
+                    }
                     Err(e) => tracing::error!(error = %e, "configuration reload failed; the running configuration stays"),
                 }
             }
@@ -323,6 +396,9 @@ pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Resul
         () = tracker.shutdown() => {}
         _ = term.recv() => anyhow::bail!("second stop signal: exiting without a clean stop"),
         _ = int.recv() => anyhow::bail!("second stop signal: exiting without a clean stop"),
+    }
+    if let Some(ops) = ops {
+        ops.stop().await;
     }
     tracing::info!("karuta stopped");
     Ok(())

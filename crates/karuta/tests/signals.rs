@@ -314,3 +314,59 @@ fn a_swarm_announced_before_a_reload_is_served_after_it() {
     assert_eq!(code, Some(0));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn passkeys_and_tokens_never_reach_the_logs() {
+    use frontend_udp::client::{AnnounceParams, UdpTrackerClient};
+    use std::io::{Read, Write};
+    use tracker::bittorrent::{InfoHash, PeerId};
+
+    const PASSKEY: &str = "d8e8fca2dc0f896fd7cb4cb0031ba249";
+    const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzZWNyZXQiOiJ5ZXMifQ.c2lnbmF0dXJl";
+    let dir = tempdir("secrets");
+    let (udp_port, http_port) = (free_udp_port(), free_udp_port());
+    let config = dir.join("karuta.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "chihaya:\n  http:\n    addr: \"127.0.0.1:{http_port}\"\n    announce_routes: [\"/:passkey/announce\"]\n  udp:\n    addr: \"127.0.0.1:{udp_port}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut k = Karuta::start_with(&config, &["--json", "--debug"]);
+    // Good and bad requests over HTTP, with the passkey in the path and a token in the query.
+    for query in ["left=1&port=1", "left=x"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+        let target = format!(
+            "/{PASSKEY}/announce?info_hash={}&peer_id=-LT2080-abcdefghijkl&uploaded=0&downloaded=0&{query}&jwt={JWT}",
+            "%01".repeat(20)
+        );
+        write!(s, "GET {target} HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+    }
+    // Over UDP, in BEP 41 URL data, once with a malformed option.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{udp_port}").parse().unwrap();
+    let mut c = UdpTrackerClient::new(addr, Duration::from_secs(3)).unwrap();
+    let url = format!("/{PASSKEY}/announce?jwt={JWT}");
+    c.announce(
+        &AnnounceParams::new(InfoHash([3; 20]), PeerId([1; 20]), 7001)
+            .with_url_data(url.as_bytes()),
+    )
+    .unwrap();
+    let mut p =
+        AnnounceParams::new(InfoHash([3; 20]), PeerId([2; 20]), 7002).with_url_data(url.as_bytes());
+    p.options.push(0x9);
+    let _ = c.announce(&p);
+    k.signal(libc::SIGTERM);
+    k.wait_exit(Duration::from_secs(5));
+    k.drain_for(Duration::from_millis(200));
+    let log = k.seen.join("\n");
+    assert!(
+        log.contains("debug") || log.contains("DEBUG"),
+        "debug logging was on"
+    );
+    assert!(!log.contains(PASSKEY), "a passkey in the logs:\n{log}");
+    assert!(!log.contains("eyJ"), "a token in the logs:\n{log}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

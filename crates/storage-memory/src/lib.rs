@@ -27,6 +27,7 @@ use tracker::bittorrent::{
     ScrapeResponse,
 };
 use tracker::config::ConfigDuration;
+use tracker::stats::{Histogram, HistogramSnapshot};
 use tracker::{
     ConfigError, DriverConfig, PeerStore, ReadyOrBoxed, Registry, StoreError, StoreFuture,
     StoreStats, SwarmChange,
@@ -149,6 +150,7 @@ struct Inner {
     shards: Box<[Mutex<Shard>]>,
     clock: Clock,
     stats: [AtomicU64; 3],
+    gc_durations: Histogram,
 }
 
 /// A peer's address in the form its family's swarms key it by.
@@ -454,6 +456,7 @@ impl MemoryStore {
                 .collect(),
             clock: Clock::new(lifetime, gc_interval),
             stats: Default::default(),
+            gc_durations: Histogram::default(),
         });
         let (stop, stopped) = mpsc::channel();
         let background = Arc::clone(&inner);
@@ -471,10 +474,14 @@ impl MemoryStore {
                     if now >= next_gc {
                         let started = Instant::now();
                         background.collect_garbage();
-                        tracing::debug!(elapsed = ?started.elapsed(), "memory store: garbage collected");
+                        let took = started.elapsed();
+                        background.gc_durations.record(took);
+                        tracing::debug!(elapsed = ?took, "memory store: garbage collected");
                         next_gc = Instant::now() + gc_interval;
                     }
-                    let wait = next_gc.min(next_report).saturating_duration_since(Instant::now());
+                    let wait = next_gc
+                        .min(next_report)
+                        .saturating_duration_since(Instant::now());
                     match stopped.recv_timeout(wait) {
                         Err(RecvTimeoutError::Timeout) => {}
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -578,6 +585,10 @@ impl PeerStore for MemoryStore {
             seeders: seeders.load(Ordering::Relaxed),
             leechers: leechers.load(Ordering::Relaxed),
         }
+    }
+
+    fn gc_durations(&self) -> Option<HistogramSnapshot> {
+        Some(self.inner.gc_durations.snapshot())
     }
 
     fn stop(&self) -> StoreFuture<'_, ()> {

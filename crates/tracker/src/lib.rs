@@ -21,8 +21,8 @@ pub mod ipnet;
 mod limits;
 mod logic;
 mod registry;
+pub mod stats;
 mod store;
-pub mod timing;
 
 #[cfg(feature = "testing")]
 pub mod conformance;

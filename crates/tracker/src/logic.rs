@@ -9,6 +9,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -35,11 +36,26 @@ impl Default for LogicConfig {
     }
 }
 
-/// A hook with the name it was configured under (for logs and metrics).
+/// A hook with the name it was configured under (for logs and metrics) and
+/// its count of rejected requests.
 #[derive(Clone)]
 pub struct NamedHook {
     pub name: String,
     pub hook: Arc<dyn Hook>,
+    /// Shared with whoever exports it; the binary keeps one per hook name so
+    /// the count survives reloads.
+    pub rejections: Arc<AtomicU64>,
+}
+
+impl NamedHook {
+    /// A hook with a counter of its own.
+    pub fn new(name: impl Into<String>, hook: Arc<dyn Hook>) -> Self {
+        NamedHook {
+            name: name.into(),
+            hook,
+            rejections: Arc::default(),
+        }
+    }
 }
 
 /// Runs requests through the hook chain and the store. Shared by all frontends.
@@ -87,6 +103,7 @@ impl TrackerLogic {
 
         for named in &self.pre_hooks {
             if let Err(e) = named.hook.handle_announce(ctx, req, resp).await {
+                named.rejections.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(hook = %named.name, error = %e, "pre-hook rejected announce");
                 return Err(e);
             }
@@ -170,6 +187,7 @@ impl TrackerLogic {
     ) -> Result<(), TrackerError> {
         for named in &self.pre_hooks {
             if let Err(e) = named.hook.handle_scrape(ctx, req, resp).await {
+                named.rejections.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(hook = %named.name, error = %e, "pre-hook rejected scrape");
                 return Err(e);
             }

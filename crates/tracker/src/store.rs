@@ -10,6 +10,7 @@ use bittorrent::{
     ScrapeResponse,
 };
 
+use crate::stats::HistogramSnapshot;
 use crate::{ReadyOrBoxed, StoreError};
 
 /// What a store method returns.
@@ -140,6 +141,12 @@ pub trait PeerStore: Send + Sync + 'static {
 
     /// Totals as of the last reporting interval; cheap enough to call per request.
     fn stats(&self) -> StoreStats;
+
+    /// Durations of the garbage collections so far (chihaya's
+    /// `chihaya_storage_gc_duration_milliseconds`), if the store collects.
+    fn gc_durations(&self) -> Option<HistogramSnapshot> {
+        None
+    }
 
     /// Whether the store can serve requests now (for `/health`).
     fn check(&self) -> StoreFuture<'_, ()> {
