@@ -3,115 +3,18 @@
 //! reason and in bounded time where nothing listens or where the reply is
 //! garbage, and exits 2 on usage errors.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use support::{Karuta, TempDir, free_tcp_port, free_udp_port, karuta_command};
 
 const BOTH_FRONTENDS: &str = "chihaya:\n  announce_interval: 30m\n  min_announce_interval: 15m\n  http:\n    addr: \"127.0.0.1:0\"\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"e2e test\"\n  storage:\n    name: memory\n";
 
 const PASSKEY_ROUTES: &str = "chihaya:\n  announce_interval: 30m\n  min_announce_interval: 15m\n  http:\n    addr: \"127.0.0.1:0\"\n    announce_routes: [\"/:passkey/announce\"]\n    scrape_routes: [\"/:passkey/scrape\"]\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"e2e test\"\n  storage:\n    name: memory\n";
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("karuta-e2e-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The real tracker with both frontends, killed when dropped.
-struct Karuta {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    http: SocketAddr,
-    udp: SocketAddr,
-}
-
-impl Karuta {
-    fn start(dir: &Path, config: &str) -> Karuta {
-        let path = dir.join("karuta.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_karuta"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--nocolors")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting karuta");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut k = Karuta {
-            child,
-            lines,
-            seen: Vec::new(),
-            http: "127.0.0.1:0".parse().unwrap(),
-            udp: "127.0.0.1:0".parse().unwrap(),
-        };
-        k.wait_for("karuta started");
-        k.http = k.listening("http");
-        k.udp = k.listening("udp");
-        k
-    }
-
-    /// Waits (at most 10 s) for a log line containing `text`.
-    fn wait_for(&mut self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.seen.iter().any(|l| l.contains(text)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("karuta logged no {text:?}; saw:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    /// The address in `{frontend} frontend listening addr=...`.
-    fn listening(&self, frontend: &str) -> SocketAddr {
-        let marker = format!("{frontend} frontend listening");
-        let line = self
-            .seen
-            .iter()
-            .find(|l| l.contains(&marker))
-            .unwrap_or_else(|| panic!("no {marker:?} line; saw:\n{}", self.seen.join("\n")));
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-        addr.parse()
-            .unwrap_or_else(|e| panic!("{addr:?} in {line:?}: {e}"))
-    }
-}
-
-impl Drop for Karuta {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Run {
     code: Option<i32>,
@@ -132,11 +35,8 @@ impl Run {
 /// Runs `karuta e2e ARGS`, killing it after `limit`.
 fn e2e(args: &[&str], limit: Duration) -> Run {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_karuta"))
-        .arg("e2e")
+    let mut child = karuta_command(&["e2e"])
         .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -188,29 +88,12 @@ fn reason(run: &Run) -> &str {
     lines[0]
 }
 
-/// A port nothing listens on (for TCP or UDP): bound, then released.
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn passes_over_http_and_udp_against_a_running_karuta() {
-    let dir = TempDir::new("both");
-    let karuta = Karuta::start(&dir.0, BOTH_FRONTENDS);
-    let http = format!("http://{}/announce", karuta.http);
-    let udp = format!("udp://{}", karuta.udp);
+    let dir = TempDir::new("e2e-both");
+    let karuta = Karuta::start_text(dir.path(), BOTH_FRONTENDS);
+    let http = format!("http://{}/announce", karuta.listening("http"));
+    let udp = format!("udp://{}", karuta.listening("udp"));
     let run = e2e(
         &["--http", &http, "--udp", &udp, "--delay", "100ms"],
         Duration::from_secs(20),
@@ -240,10 +123,11 @@ fn passes_over_http_and_udp_against_a_running_karuta() {
 
 #[test]
 fn passkey_routes_work_over_http_and_udp() {
-    let dir = TempDir::new("passkey");
-    let karuta = Karuta::start(&dir.0, PASSKEY_ROUTES);
-    let http = format!("http://{}/0123abcd/announce", karuta.http);
-    let udp = format!("udp://{}/0123abcd/announce", karuta.udp);
+    let dir = TempDir::new("e2e-passkey");
+    let karuta = Karuta::start_text(dir.path(), PASSKEY_ROUTES);
+    let http_addr = karuta.listening("http");
+    let http = format!("http://{http_addr}/0123abcd/announce");
+    let udp = format!("udp://{}/0123abcd/announce", karuta.listening("udp"));
     let run = e2e(
         &["--http", &http, "--udp", &udp, "--delay", "100ms"],
         Duration::from_secs(20),
@@ -251,8 +135,7 @@ fn passkey_routes_work_over_http_and_udp() {
     assert_eq!(run.code, Some(0), "{}", run.show());
     assert!(
         run.stdout.contains(&format!(
-            "http: checking {http} (scrape http://{}/0123abcd/scrape)",
-            karuta.http
+            "http: checking {http} (scrape http://{http_addr}/0123abcd/scrape)"
         )),
         "{}",
         run.show()
@@ -269,7 +152,7 @@ fn passkey_routes_work_over_http_and_udp() {
     );
 
     // Without the passkey the route does not match: a failure, not a pass.
-    let bare = format!("http://{}/announce", karuta.http);
+    let bare = format!("http://{http_addr}/announce");
     let run = e2e(&["--http", &bare], Duration::from_secs(20));
     assert_eq!(run.code, Some(1), "{}", run.show());
     let why = reason(&run);

@@ -27,6 +27,7 @@
 
 #[path = "clients/harness.rs"]
 mod harness;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -36,7 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bittorrent::InfoHash;
-use harness::{Driver, Karuta, TempDir, require_clients};
+use harness::{Driver, require_clients};
+use support::{Karuta, TempDir};
 
 const SWARM_CONFIG: &str = "chihaya:\n  announce_interval: 5s\n  min_announce_interval: 1s\n  http:\n    addr: \"127.0.0.1:0\"\n  storage:\n    name: memory\n";
 
@@ -404,10 +406,10 @@ fn counts(complete: i64, incomplete: i64, downloaded: i64) -> Counts {
 fn libtorrent_and_aria2_complete_downloads_through_the_http_frontend() {
     require_clients(true);
     let started = Instant::now();
-    let dir = TempDir::new("http-swarm");
-    let mut karuta = Karuta::start(&dir.0, SWARM_CONFIG, "http");
-    let addr = karuta.addr;
-    let workdir = dir.0.join("clients");
+    let dir = TempDir::new("real-clients-http-swarm");
+    let mut karuta = Karuta::start_text(dir.path(), SWARM_CONFIG);
+    let addr = karuta.listening("http");
+    let workdir = dir.path().join("clients");
     std::fs::create_dir(&workdir).unwrap();
     let mut driver = Driver::start(&workdir, &format!("http://{addr}/announce"), "swarm");
 
@@ -441,9 +443,9 @@ fn libtorrent_and_aria2_complete_downloads_through_the_http_frontend() {
 fn a_real_swarm_announced_before_a_reload_is_served_after_it() {
     require_clients(false);
     let started = Instant::now();
-    let dir = TempDir::new("http-reload");
-    let mut karuta = Karuta::start(&dir.0, &reload_config(10), "http");
-    let addr = karuta.addr;
+    let dir = TempDir::new("real-clients-http-reload");
+    let mut karuta = Karuta::start_text(dir.path(), &reload_config(10));
+    let addr = karuta.listening("http");
     let announce_path = format!("/{PASSKEY}/announce");
     let scrape_path = format!("/{PASSKEY}/scrape");
 
@@ -453,7 +455,7 @@ fn a_real_swarm_announced_before_a_reload_is_served_after_it() {
     assert_eq!(first.int_at("interval"), 600);
     assert_eq!(peers(&first), []);
 
-    let workdir = dir.0.join("clients");
+    let workdir = dir.path().join("clients");
     std::fs::create_dir(&workdir).unwrap();
     let mut driver = Driver::start(&workdir, &format!("http://{addr}{announce_path}"), "reload");
     // Bounded at 10 + 15 s.
@@ -521,7 +523,7 @@ fn a_real_swarm_announced_before_a_reload_is_served_after_it() {
     let after = scrape_until(addr, &scrape_path, ih, Duration::from_secs(5), want);
     assert_eq!(after, want, "output:\n{}", driver.output());
 
-    karuta.drain();
+    karuta.drain_for(Duration::ZERO);
     assert_eq!(
         karuta.count("http frontend listening"),
         1,
@@ -535,7 +537,7 @@ fn a_real_swarm_announced_before_a_reload_is_served_after_it() {
 #[test]
 fn without_the_tracker_no_leecher_finds_the_seeder() {
     require_clients(false);
-    let dir = TempDir::new("http-no-tracker");
+    let dir = TempDir::new("real-clients-http-no-tracker");
     // A tracker address that accepts connections and never answers; it
     // keeps each request line.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -567,7 +569,7 @@ fn without_the_tracker_no_leecher_finds_the_seeder() {
         })
     };
 
-    let workdir = dir.0.join("clients");
+    let workdir = dir.path().join("clients");
     std::fs::create_dir(&workdir).unwrap();
     let mut driver = Driver::start(
         &workdir,

@@ -16,6 +16,7 @@
 
 #[path = "clients/harness.rs"]
 mod harness;
+mod support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::str::FromStr;
@@ -25,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use bittorrent::InfoHash;
 use frontend_udp::client::{ScrapeEntry, UdpTrackerClient};
-use harness::{Driver, Karuta, TempDir, require_clients};
+use harness::{Driver, require_clients};
+use support::{Karuta, TempDir};
 
 const CONFIG: &str = "chihaya:\n  announce_interval: 5s\n  min_announce_interval: 1s\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"test\"\n  storage:\n    name: memory\n";
 
@@ -63,10 +65,11 @@ fn scrape_until(
 fn libtorrent_and_aria2_complete_downloads_through_the_udp_frontend() {
     require_clients(true);
     let started = Instant::now();
-    let dir = TempDir::new("udp-swarm");
-    let mut karuta = Karuta::start(&dir.0, CONFIG, "udp");
-    let tracker_url = format!("udp://{}/announce", karuta.addr);
-    let workdir = dir.0.join("clients");
+    let dir = TempDir::new("real-clients-udp-swarm");
+    let mut karuta = Karuta::start_text(dir.path(), CONFIG);
+    let tracker = karuta.listening("udp");
+    let tracker_url = format!("udp://{tracker}/announce");
+    let workdir = dir.path().join("clients");
     std::fs::create_dir(&workdir).unwrap();
     let mut driver = Driver::start(&workdir, &tracker_url, "swarm");
 
@@ -77,7 +80,7 @@ fn libtorrent_and_aria2_complete_downloads_through_the_udp_frontend() {
     // The three libtorrent sessions are seeding; aria2c has announced
     // `stopped`; the two libtorrent leechers announced `completed` (aria2c
     // with --seed-time=0 never does).
-    let live = scrape_until(karuta.addr, ih, Duration::from_secs(10), |e| {
+    let live = scrape_until(tracker, ih, Duration::from_secs(10), |e| {
         e.seeders == 3 && e.leechers == 0 && e.completed >= 2
     });
     eprintln!("scrape while the clients run: {live:?}");
@@ -95,44 +98,24 @@ fn libtorrent_and_aria2_complete_downloads_through_the_udp_frontend() {
 
     driver.send_line("go");
     // Its stop phase is bounded at 10 s.
-    let status = driver.wait_exit(Duration::from_secs(15));
-    assert!(
-        status.success(),
-        "swarm.py: {status}; output:\n{}",
-        driver.output()
-    );
-    assert!(
-        driver.seen.iter().any(|l| l == "clients-stopped"),
-        "{}",
-        driver.output()
-    );
+    driver.expect_success(Duration::from_secs(15), "clients-stopped");
 
     // Every client announced `stopped`: the swarm is empty, its snatches stay.
-    let after = scrape_until(karuta.addr, ih, Duration::from_secs(5), |e| {
+    let after = scrape_until(tracker, ih, Duration::from_secs(5), |e| {
         e.seeders == 0 && e.leechers == 0
     });
     eprintln!("scrape after the clients stopped: {after:?}");
     assert_eq!((after.seeders, after.leechers), (0, 0), "scrape {after:?}");
     assert_eq!(after.completed, live.completed, "snatches are kept");
 
-    assert_eq!(karuta.stop(), Some(0), "{}", karuta.seen.join("\n"));
-    let errors: Vec<_> = karuta
-        .seen
-        .iter()
-        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "karuta logged:\n{}",
-        karuta.seen.join("\n")
-    );
+    karuta.stop_cleanly();
     eprintln!("took {:?}", started.elapsed());
 }
 
 #[test]
 fn without_the_tracker_no_leecher_finds_the_seeder() {
     require_clients(false);
-    let dir = TempDir::new("udp-no-tracker");
+    let dir = TempDir::new("real-clients-udp-no-tracker");
     // A tracker address where nothing answers: the socket is held so that no
     // one else gets the port; it only counts what arrives.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -156,7 +139,7 @@ fn without_the_tracker_no_leecher_finds_the_seeder() {
         })
     };
 
-    let workdir = dir.0.join("clients");
+    let workdir = dir.path().join("clients");
     std::fs::create_dir(&workdir).unwrap();
     let mut driver = Driver::start(
         &workdir,

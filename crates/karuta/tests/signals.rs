@@ -2,142 +2,34 @@
 //! (chihaya's handler fired only for the first), a broken file on reload keeps
 //! the running configuration, SIGTERM and SIGINT stop it with exit 0.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-struct Karuta {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Karuta {
-    fn start(config: &Path) -> Karuta {
-        Karuta::start_with(config, &["--nocolors"])
-    }
-
-    fn start_with(config: &Path, flags: &[&str]) -> Karuta {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_karuta"))
-            .arg("--config")
-            .arg(config)
-            .args(flags)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting karuta");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut k = Karuta {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        k.wait_for("karuta started");
-        k
-    }
-
-    /// Waits (at most 10 s) for a log line containing `text`; returns it.
-    fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no log line with {text:?}; saw:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    /// Collects whatever is logged within `d`.
-    fn drain_for(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line);
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    fn count(&self, text: &str) -> usize {
-        self.seen.iter().filter(|l| l.contains(text)).count()
-    }
-
-    /// Waits for the process to exit, at most `limit`; returns its exit code.
-    fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code(), started.elapsed());
-            }
-            if started.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!(
-                    "karuta did not exit within {limit:?}; saw:\n{}",
-                    self.seen.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Karuta {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Karuta, TempDir, free_udp_port, write_config};
 
 fn config_with_interval(dir: &Path, minutes: u32) -> PathBuf {
     let path = dir.join("karuta.yaml");
-    let text = format!(
-        "chihaya:\n  announce_interval: {minutes}m\n  min_announce_interval: 1m\n  storage:\n    name: memory\n    config:\n      shard_count: 8\n"
+    write_config(
+        &path,
+        &format!(
+            "chihaya:\n  announce_interval: {minutes}m\n  min_announce_interval: 1m\n  storage:\n    name: memory\n    config:\n      shard_count: 8\n"
+        ),
     );
-    // Write then rename, so a reload never reads a half-written file.
-    let tmp = dir.join("karuta.yaml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
     path
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("karuta-signals-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
 fn each_sigusr1_reloads_exactly_once_then_sigterm_exits_zero() {
-    let dir = tempdir("reload");
-    let config = config_with_interval(&dir, 30);
+    let dir = TempDir::new("signals-reload");
+    let config = config_with_interval(dir.path(), 30);
     let mut k = Karuta::start(&config);
     assert!(k.count("announce_interval=30m0s") == 1);
 
     for (n, minutes) in [(1, 20), (2, 21), (3, 22)] {
-        config_with_interval(&dir, minutes);
+        config_with_interval(dir.path(), minutes);
         k.signal(libc::SIGUSR1);
         let line = k.wait_for("configuration reloaded");
         assert!(line.contains(&format!("reload={n}")), "{line}");
@@ -146,47 +38,40 @@ fn each_sigusr1_reloads_exactly_once_then_sigterm_exits_zero() {
     }
     // No reload fires twice or late.
     k.drain_for(Duration::from_millis(500));
-    assert_eq!(
-        k.count("configuration reloaded"),
-        3,
-        "{}",
-        k.seen.join("\n")
-    );
+    assert_eq!(k.count("configuration reloaded"), 3, "{}", k.log());
     assert_eq!(k.count("tracker configured"), 4);
 
     k.signal(libc::SIGTERM);
     let (code, took) = k.wait_exit(Duration::from_secs(5));
     k.drain_for(Duration::from_millis(100));
-    assert_eq!(code, Some(0), "{}", k.seen.join("\n"));
+    assert_eq!(code, Some(0), "{}", k.log());
     assert!(took < Duration::from_secs(2), "idle stop took {took:?}");
     assert_eq!(k.count("karuta stopped"), 1);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_broken_file_on_reload_keeps_the_running_configuration() {
-    let dir = tempdir("broken");
-    let config = config_with_interval(&dir, 30);
+    let dir = TempDir::new("signals-broken");
+    let config = config_with_interval(dir.path(), 30);
     let mut k = Karuta::start(&config);
     std::fs::write(&config, "chihaya:\n  announce_interval: \"soon\"\n").unwrap();
     k.signal(libc::SIGUSR1);
     let line = k.wait_for("configuration reload failed");
     assert!(line.contains("chihaya.announce_interval"), "{line}");
     // Still running and still reloadable.
-    config_with_interval(&dir, 25);
+    config_with_interval(dir.path(), 25);
     k.signal(libc::SIGUSR1);
     let line = k.wait_for("configuration reloaded");
     assert!(line.contains("reload=1"), "{line}");
     k.signal(libc::SIGINT);
     let (code, _) = k.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_bad_config_at_start_exits_non_zero_with_the_key() {
-    let dir = tempdir("start");
-    let path = dir.join("bad.yaml");
+    let dir = TempDir::new("signals-start");
+    let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "chihaya:\n  storage:\n    name: nowhere\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_karuta"))
         .arg("--config")
@@ -199,13 +84,12 @@ fn a_bad_config_at_start_exits_non_zero_with_the_key() {
         stderr.contains("chihaya.storage.name: unknown storage \"nowhere\""),
         "{stderr}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn json_logs_are_one_object_per_line_and_debug_adds_detail() {
-    let dir = tempdir("json");
-    let config = config_with_interval(&dir, 30);
+    let dir = TempDir::new("signals-json");
+    let config = config_with_interval(dir.path(), 30);
     let mut k = Karuta::start_with(&config, &["--json", "--debug"]);
     k.signal(libc::SIGTERM);
     let (code, _) = k.wait_exit(Duration::from_secs(5));
@@ -232,26 +116,16 @@ fn json_logs_are_one_object_per_line_and_debug_adds_detail() {
         messages.iter().any(|m| m == "memory store started"),
         "{messages:?}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// A UDP port that was free a moment ago.
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn udp_config(dir: &Path, port: u16, minutes: u32, workers: u32) -> PathBuf {
     let path = dir.join("karuta.yaml");
-    let text = format!(
-        "chihaya:\n  announce_interval: {minutes}m\n  min_announce_interval: 1m\n  udp:\n    addr: \"127.0.0.1:{port}\"\n    private_key: \"reload test\"\n    workers: {workers}\n"
+    write_config(
+        &path,
+        &format!(
+            "chihaya:\n  announce_interval: {minutes}m\n  min_announce_interval: 1m\n  udp:\n    addr: \"127.0.0.1:{port}\"\n    private_key: \"reload test\"\n    workers: {workers}\n"
+        ),
     );
-    let tmp = dir.join("karuta.yaml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
     path
 }
 
@@ -260,9 +134,9 @@ fn a_swarm_announced_before_a_reload_is_served_after_it() {
     use frontend_udp::client::{AnnounceParams, UdpTrackerClient};
     use tracker::bittorrent::{InfoHash, PeerId};
 
-    let dir = tempdir("udp-reload");
+    let dir = TempDir::new("signals-udp-reload");
     let port = free_udp_port();
-    let config = udp_config(&dir, port, 30, 1);
+    let config = udp_config(dir.path(), port, 30, 1);
     let mut k = Karuta::start(&config);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let ih = InfoHash([0x33; 20]);
@@ -273,7 +147,7 @@ fn a_swarm_announced_before_a_reload_is_served_after_it() {
     assert_eq!(first.interval, 30 * 60);
 
     // Reload with a new interval: the same sockets serve, with the new logic.
-    udp_config(&dir, port, 20, 1);
+    udp_config(dir.path(), port, 20, 1);
     k.signal(libc::SIGUSR1);
     k.wait_for("configuration reloaded");
     assert_eq!(
@@ -295,7 +169,7 @@ fn a_swarm_announced_before_a_reload_is_served_after_it() {
 
     // Reload with a changed udp section: the frontend restarts on the same
     // address, and the swarm is still there.
-    udp_config(&dir, port, 20, 2);
+    udp_config(dir.path(), port, 20, 2);
     k.signal(libc::SIGUSR1);
     let line = k.wait_for("configuration reloaded");
     assert!(line.contains("reload=2"), "{line}");
@@ -312,7 +186,6 @@ fn a_swarm_announced_before_a_reload_is_served_after_it() {
     k.signal(libc::SIGTERM);
     let (code, _) = k.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -323,9 +196,9 @@ fn passkeys_and_tokens_never_reach_the_logs() {
 
     const PASSKEY: &str = "d8e8fca2dc0f896fd7cb4cb0031ba249";
     const JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzZWNyZXQiOiJ5ZXMifQ.c2lnbmF0dXJl";
-    let dir = tempdir("secrets");
+    let dir = TempDir::new("signals-secrets");
     let (udp_port, http_port) = (free_udp_port(), free_udp_port());
-    let config = dir.join("karuta.yaml");
+    let config = dir.path().join("karuta.yaml");
     std::fs::write(
         &config,
         format!(
@@ -361,12 +234,11 @@ fn passkeys_and_tokens_never_reach_the_logs() {
     k.signal(libc::SIGTERM);
     k.wait_exit(Duration::from_secs(5));
     k.drain_for(Duration::from_millis(200));
-    let log = k.seen.join("\n");
+    let log = k.log();
     assert!(
         log.contains("debug") || log.contains("DEBUG"),
         "debug logging was on"
     );
     assert!(!log.contains(PASSKEY), "a passkey in the logs:\n{log}");
     assert!(!log.contains("eyJ"), "a token in the logs:\n{log}");
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,18 +1,16 @@
-//! What `real_clients_udp.rs` and `real_clients_http.rs` share: the real
-//! karuta binary as a child process, and `swarm.py`, which drives the real
-//! BitTorrent clients, as another. Included by both with
-//! `#[path = "clients/harness.rs"] mod harness;`.
+//! What `real_clients_udp.rs` and `real_clients_http.rs` share besides the
+//! karuta process (in `tests/support`): `swarm.py`, which drives the real
+//! BitTorrent clients, as a child process. Included by both with
+//! `#[path = "clients/harness.rs"] mod harness;`, next to `mod support;`.
 
-// Each test file uses its own subset.
-#![allow(dead_code)]
-
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
+
+use crate::support::read_lines;
 
 pub const PYTHON: &str = "/usr/bin/python3";
 const HOW_TO_INSTALL: &str = "run scripts/test, which installs python3-libtorrent and aria2 \
@@ -37,184 +35,6 @@ pub fn require_clients(aria2: bool) {
             Ok(out) => panic!("aria2c --version failed ({}): {HOW_TO_INSTALL}", out.status),
             Err(e) => panic!("cannot run aria2c ({e}): {HOW_TO_INSTALL}"),
         }
-    }
-}
-
-/// A directory removed when dropped, also when the test panics.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// `karuta-real-clients-{tag}-{pid}` in the system's temp dir.
-    pub fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("karuta-real-clients-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Lines of a child's stdout and stderr (marked with `stderr_prefix`), in
-/// arrival order.
-fn read_lines(child: &mut Child, stderr_prefix: &'static str) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    fn pump(r: impl std::io::Read + Send + 'static, prefix: &'static str, tx: Sender<String>) {
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines().map_while(Result::ok) {
-                if tx.send(format!("{prefix}{line}")).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    if let Some(out) = child.stdout.take() {
-        pump(out, "", tx.clone());
-    }
-    if let Some(err) = child.stderr.take() {
-        pump(err, stderr_prefix, tx);
-    }
-    rx
-}
-
-/// Writes `text` to `path` through a rename, so that a reload never reads a
-/// half-written file.
-fn write_config(path: &Path, text: &str) {
-    let tmp = path.with_extension("yaml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// The real karuta binary, killed when dropped.
-pub struct Karuta {
-    child: Child,
-    lines: Receiver<String>,
-    /// Every line it has logged so far (that the test has looked at).
-    pub seen: Vec<String>,
-    /// The address of the frontend named at start.
-    pub addr: SocketAddr,
-    config: PathBuf,
-}
-
-impl Karuta {
-    /// Starts karuta with `config` (written to `dir/karuta.yaml`); `addr` is
-    /// taken from the log line `{frontend} frontend listening addr=...`.
-    pub fn start(dir: &Path, config: &str, frontend: &str) -> Karuta {
-        let path = dir.join("karuta.yaml");
-        write_config(&path, config);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_karuta"))
-            .arg("--config")
-            .arg(&path)
-            .arg("--nocolors")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting karuta");
-        let lines = read_lines(&mut child, "");
-        let mut k = Karuta {
-            child,
-            lines,
-            seen: Vec::new(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            config: path,
-        };
-        let line = k.wait_for(&format!("{frontend} frontend listening"));
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-        k.addr = addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"));
-        k.wait_for("karuta started");
-        k
-    }
-
-    /// Waits (at most 10 s) for a log line containing `text`; returns it.
-    pub fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("karuta logged no line with {text:?}; saw:\n{}", self.log()),
-            }
-        }
-    }
-
-    pub fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    /// How many lines seen so far contain `text`.
-    pub fn count(&self, text: &str) -> usize {
-        self.seen.iter().filter(|l| l.contains(text)).count()
-    }
-
-    pub fn log(&self) -> String {
-        self.seen.join("\n")
-    }
-
-    /// Replaces the configuration file (for a reload).
-    pub fn rewrite_config(&self, text: &str) {
-        write_config(&self.config, text);
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    /// SIGTERM, then the exit code (at most 5 s).
-    pub fn stop(&mut self) -> Option<i32> {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                self.drain();
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "karuta did not exit within 5 s of SIGTERM; logged:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops karuta, which must exit 0 having logged no warning or error.
-    pub fn stop_cleanly(&mut self) {
-        assert_eq!(self.stop(), Some(0), "{}", self.log());
-        assert!(
-            !self
-                .seen
-                .iter()
-                .any(|l| l.contains("ERROR") || l.contains("WARN")),
-            "karuta logged:\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Karuta {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
