@@ -24,6 +24,8 @@ mod registry;
 pub mod stats;
 mod store;
 
+#[cfg(feature = "bench")]
+pub mod benchmarks;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
