@@ -14,7 +14,7 @@
 mod swarm;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -104,10 +104,16 @@ pub fn register(registry: &mut Registry) {
 /// `peer_lifetime + gc_interval` would not fit in half the wrap-around range,
 /// in which case ticks get longer, so an age is always measured unambiguously.
 #[derive(Debug)]
+///
+/// Reading the time costs more than a small announce's own work, so the
+/// background thread publishes the current tick a few times per tick and
+/// operations read that ([`Clock::now`]); an age is off by at most a quarter
+/// tick.
 struct Clock {
     start: Instant,
     tick: Duration,
     lifetime_ticks: u16,
+    current: AtomicU16,
 }
 
 impl Clock {
@@ -119,11 +125,25 @@ impl Clock {
             start: Instant::now(),
             tick,
             lifetime_ticks: (lifetime.as_secs_f64() / tick_secs).ceil() as u16,
+            current: AtomicU16::new(0),
         }
     }
 
+    /// The last published tick.
     fn now(&self) -> u16 {
-        (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u16
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the current tick (the background thread, a few times a tick).
+    fn advance(&self) -> u16 {
+        let now = (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u16;
+        self.current.store(now, Ordering::Relaxed);
+        now
+    }
+
+    /// How often [`advance`](Self::advance) runs.
+    fn publish_every(&self) -> Duration {
+        self.tick / 4
     }
 }
 
@@ -148,6 +168,7 @@ impl Shard {
 
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
+    shard_mask: Option<usize>,
     clock: Clock,
     stats: [AtomicU64; 3],
     gc_durations: Histogram,
@@ -254,10 +275,24 @@ impl SwarmOp for Announce<'_> {
     }
 }
 
+/// The snatches of a torrent's swarm in the other family's map; an empty map
+/// (an IPv4-only tracker's IPv6 map) costs no hashing.
+fn other_family_snatches<E: Entry>(map: &HashMap<InfoHash, Swarm<E>>, ih: &InfoHash) -> u32 {
+    if map.is_empty() {
+        return 0;
+    }
+    map.get(ih).map_or(0, |s| s.snatches)
+}
+
 impl Inner {
     fn shard(&self, ih: &InfoHash) -> MutexGuard<'_, Shard> {
-        let n =
-            u32::from_be_bytes([ih.0[0], ih.0[1], ih.0[2], ih.0[3]]) as usize % self.shards.len();
+        let first = u32::from_be_bytes([ih.0[0], ih.0[1], ih.0[2], ih.0[3]]) as usize;
+        // chihaya's rule (first four bytes modulo the count); a mask when the
+        // count is a power of two, as the default 1024 is.
+        let n = match self.shard_mask {
+            Some(mask) => first & mask,
+            None => first % self.shards.len(),
+        };
         // A panic while holding a shard lock cannot leave a swarm half-updated
         // in a way later operations trip over, so a poisoned lock is reused.
         self.shards[n].lock().unwrap_or_else(|p| p.into_inner())
@@ -278,7 +313,7 @@ impl Inner {
         let shard = &mut *shard;
         let (swarm_result, other) = match key_of(peer) {
             Key::V4(k) => {
-                let other = shard.v6.get(&ih).map_or(0, |s| s.snatches);
+                let other = other_family_snatches(&shard.v6, &ih);
                 let swarm = match create {
                     true => Some(shard.v4.entry(ih).or_default()),
                     false => shard.v4.get_mut(&ih),
@@ -286,7 +321,7 @@ impl Inner {
                 (swarm.map(|s| op.run(s, k)), other)
             }
             Key::V6(k) => {
-                let other = shard.v4.get(&ih).map_or(0, |s| s.snatches);
+                let other = other_family_snatches(&shard.v4, &ih);
                 let swarm = match create {
                     true => Some(shard.v6.entry(ih).or_default()),
                     false => shard.v6.get_mut(&ih),
@@ -454,6 +489,7 @@ impl MemoryStore {
             shards: (0..shard_count)
                 .map(|_| Mutex::new(Shard::default()))
                 .collect(),
+            shard_mask: shard_count.is_power_of_two().then(|| shard_count - 1),
             clock: Clock::new(lifetime, gc_interval),
             stats: Default::default(),
             gc_durations: Histogram::default(),
@@ -465,13 +501,20 @@ impl MemoryStore {
             .spawn(move || {
                 let mut next_gc = Instant::now() + gc_interval;
                 let mut next_report = Instant::now();
+                let publish_every = background.clock.publish_every();
+                let mut next_tick = Instant::now();
                 loop {
                     let now = Instant::now();
+                    if now >= next_tick {
+                        background.clock.advance();
+                        next_tick = now + publish_every;
+                    }
                     if now >= next_report {
                         background.report();
                         next_report = now + reporting;
                     }
                     if now >= next_gc {
+                        background.clock.advance();
                         let started = Instant::now();
                         background.collect_garbage();
                         let took = started.elapsed();
@@ -481,6 +524,7 @@ impl MemoryStore {
                     }
                     let wait = next_gc
                         .min(next_report)
+                        .min(next_tick)
                         .saturating_duration_since(Instant::now());
                     match stopped.recv_timeout(wait) {
                         Err(RecvTimeoutError::Timeout) => {}
