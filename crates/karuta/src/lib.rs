@@ -26,5 +26,6 @@ pub use server::Tracker;
 pub fn default_registry() -> tracker::Registry {
     let mut registry = tracker::Registry::new();
     storage_memory::register(&mut registry);
+    middleware::register(&mut registry);
     registry
 }
