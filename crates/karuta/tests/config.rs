@@ -96,6 +96,8 @@ fn chihaya_example_config_loads_with_chihayas_meaning() {
             peer_lifetime: mins(31),
             shard_count: 1024,
             prometheus_reporting_interval: secs(1),
+            // karuta's own keys, at their defaults.
+            ..storage_memory::MemoryConfig::default()
         }
     );
 }

@@ -50,6 +50,13 @@ pub struct MemoryConfig {
     pub shard_count: usize,
     /// How often the swarm and peer totals are recomputed for metrics.
     pub prometheus_reporting_interval: ConfigDuration,
+    /// karuta: hand out peers of the announcer's own network first (chihaya
+    /// issue #267; Facebook's rack-local deployments), then the rest.
+    pub prefer_same_subnet: bool,
+    /// karuta: the network an IPv4 announcer's peers are preferred from.
+    pub subnet_ipv4_prefix: u8,
+    /// karuta: the same for IPv6.
+    pub subnet_ipv6_prefix: u8,
 }
 
 impl Default for MemoryConfig {
@@ -59,6 +66,9 @@ impl Default for MemoryConfig {
             peer_lifetime: ConfigDuration(Duration::from_secs(30 * 60)),
             shard_count: 1024,
             prometheus_reporting_interval: ConfigDuration(Duration::from_secs(1)),
+            prefer_same_subnet: false,
+            subnet_ipv4_prefix: 24,
+            subnet_ipv6_prefix: 64,
         }
     }
 }
@@ -80,6 +90,15 @@ impl DriverConfig for MemoryConfig {
         }
         if self.prometheus_reporting_interval.0.is_zero() {
             return Err(zero("prometheus_reporting_interval"));
+        }
+        if self.subnet_ipv4_prefix > 32 {
+            return Err(ConfigError::new("subnet_ipv4_prefix", "must be at most 32"));
+        }
+        if self.subnet_ipv6_prefix > 128 {
+            return Err(ConfigError::new(
+                "subnet_ipv6_prefix",
+                "must be at most 128",
+            ));
         }
         if self.peer_lifetime.0 + self.gc_interval.0 > Duration::from_secs(365 * 24 * 3600) {
             return Err(ConfigError::new(
@@ -169,6 +188,8 @@ impl Shard {
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
     shard_mask: Option<usize>,
+    /// Same-subnet preference: IPv4 and IPv6 prefix lengths, when on.
+    subnet: Option<(u8, u8)>,
     clock: Clock,
     stats: [AtomicU64; 3],
     gc_durations: Histogram,
@@ -233,6 +254,8 @@ impl SwarmOp for Delete {
 struct Select<'r> {
     role: Role,
     want: usize,
+    /// Same-subnet preference: the IPv4 and IPv6 prefix lengths.
+    subnet: Option<(u8, u8)>,
     out: &'r mut AnnounceResponse,
 }
 
@@ -240,7 +263,17 @@ impl SwarmOp for Select<'_> {
     type Out = ();
     fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> ((), Delta) {
         if self.want > 0 {
-            RNG.with(|rng| s.select(k, self.role, self.want, &mut rng.borrow_mut(), self.out));
+            let subnet = self.subnet.map(|(v4, v6)| if E::IPV6 { v6 } else { v4 });
+            RNG.with(|rng| {
+                s.select(
+                    k,
+                    self.role,
+                    self.want,
+                    subnet,
+                    &mut rng.borrow_mut(),
+                    self.out,
+                )
+            });
         }
         ((), Delta::default())
     }
@@ -250,6 +283,7 @@ impl SwarmOp for Select<'_> {
 struct Announce<'r> {
     change: Change,
     want: usize,
+    subnet: Option<(u8, u8)>,
     resp: &'r mut AnnounceResponse,
 }
 
@@ -268,6 +302,7 @@ impl SwarmOp for Announce<'_> {
         Select {
             role,
             want: self.want,
+            subnet: self.subnet,
             out: self.resp,
         }
         .run(s, k);
@@ -364,6 +399,7 @@ impl Inner {
                 now: self.clock.now(),
             },
             want: req.num_want as usize,
+            subnet: self.subnet,
             resp: &mut *resp,
         };
         // A `stopped` for a swarm that does not exist must not create one.
@@ -388,6 +424,7 @@ impl Inner {
             Select {
                 role,
                 want: want as usize,
+                subnet: self.subnet,
                 out,
             },
         )
@@ -490,6 +527,9 @@ impl MemoryStore {
                 .map(|_| Mutex::new(Shard::default()))
                 .collect(),
             shard_mask: shard_count.is_power_of_two().then(|| shard_count - 1),
+            subnet: config
+                .prefer_same_subnet
+                .then_some((config.subnet_ipv4_prefix, config.subnet_ipv6_prefix)),
             clock: Clock::new(lifetime, gc_interval),
             stats: Default::default(),
             gc_durations: Histogram::default(),

@@ -26,6 +26,11 @@ pub(crate) trait Entry: Copy {
     fn push_to(&self, resp: &mut AnnounceResponse);
     /// Shuffles the last `n` peers of this family in `resp`.
     fn shuffle_last(resp: &mut AnnounceResponse, n: usize, rng: &mut fastrand::Rng);
+    /// The lowest and highest keys of the network of `key`'s address with
+    /// `prefix` bits: its peers are contiguous in a sorted part.
+    fn subnet_bounds(key: Self::Key, prefix: u8) -> (Self::Key, Self::Key);
+    /// Whether this is the IPv6 entry.
+    const IPV6: bool;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +87,15 @@ impl Entry for V4Entry {
         let len = resp.ipv4_peers.len();
         rng.shuffle(&mut resp.ipv4_peers[len - n..]);
     }
+    fn subnet_bounds(key: [u8; 6], prefix: u8) -> ([u8; 6], [u8; 6]) {
+        let ip = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0);
+        let (lo, hi) = (ip & mask, ip | !mask);
+        (v4_key(lo.into(), 0), v4_key(hi.into(), u16::MAX))
+    }
+    const IPV6: bool = false;
 }
 
 impl Entry for V6Entry {
@@ -110,6 +124,17 @@ impl Entry for V6Entry {
         let len = resp.ipv6_peers.len();
         rng.shuffle(&mut resp.ipv6_peers[len - n..]);
     }
+    fn subnet_bounds(key: [u8; 18], prefix: u8) -> ([u8; 18], [u8; 18]) {
+        let mut ip = [0u8; 16];
+        ip.copy_from_slice(&key[..16]);
+        let ip = u128::from_be_bytes(ip);
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(prefix.min(128)))
+            .unwrap_or(0);
+        let (lo, hi) = (ip & mask, ip | !mask);
+        (v6_key(lo.into(), 0), v6_key(hi.into(), u16::MAX))
+    }
+    const IPV6: bool = true;
 }
 
 /// Where a peer stands in a swarm.
@@ -274,22 +299,52 @@ impl<E: Entry> Swarm<E> {
     /// never the announcer itself: a seeder gets leechers, a leecher seeders
     /// then leechers. Within each part the choice is random and spread over
     /// the whole part.
+    ///
+    /// With `subnet` (a prefix length), peers in the announcer's network come
+    /// first (its seeders, then its leechers, for a leecher), then the rest of
+    /// the swarm, each group chosen at random.
     pub fn select(
         &self,
         me: E::Key,
         role: Role,
         want: usize,
+        subnet: Option<u8>,
         rng: &mut fastrand::Rng,
         resp: &mut AnnounceResponse,
     ) {
         let split = self.split();
         let (seeders, leechers) = self.peers.split_at(split);
-        let skip_in = |part: &[E]| part.binary_search_by(|e| e.key().cmp(&me)).ok();
+        let both = [seeders, leechers];
+        let parts = if role == Role::Leecher {
+            &both[..]
+        } else {
+            &both[1..]
+        };
+        let myself = |part: &[E]| match part.binary_search_by(|e| e.key().cmp(&me)) {
+            Ok(i) => i..i + 1,
+            Err(_) => 0..0,
+        };
         let mut left = want;
-        if role == Role::Leecher {
-            left -= sample(seeders, skip_in(seeders), left, rng, resp);
+        match subnet {
+            None => {
+                for part in parts {
+                    left -= sample(part, myself(part), left, rng, resp);
+                }
+            }
+            Some(prefix) => {
+                let (lo, hi) = E::subnet_bounds(me, prefix);
+                let near = |part: &[E]| {
+                    part.partition_point(|e| e.key() < lo)..part.partition_point(|e| e.key() <= hi)
+                };
+                for part in parts {
+                    let near = &part[near(part)];
+                    left -= sample(near, myself(near), left, rng, resp);
+                }
+                for part in parts {
+                    left -= sample(part, near(part), left, rng, resp);
+                }
+            }
         }
-        sample(leechers, skip_in(leechers), left, rng, resp);
     }
 
     /// Removes peers last seen before `now - lifetime` (in ticks, wrapping).
@@ -317,7 +372,7 @@ impl<E: Entry> Swarm<E> {
     }
 }
 
-/// Appends up to `want` entries of `part` (without index `skip`) to `resp`,
+/// Appends up to `want` entries of `part` (without the entries in `gap`) to `resp`,
 /// in random order, and returns how many.
 ///
 /// Stratified sampling over a randomly rotated part: the `n` candidates are
@@ -328,7 +383,7 @@ impl<E: Entry> Swarm<E> {
 /// client tries are not always the lowest addresses.
 fn sample<E: Entry>(
     part: &[E],
-    skip: Option<usize>,
+    gap: std::ops::Range<usize>,
     want: usize,
     rng: &mut fastrand::Rng,
     resp: &mut AnnounceResponse,
@@ -336,10 +391,13 @@ fn sample<E: Entry>(
     if want == 0 {
         return 0;
     }
-    let n = part.len() - usize::from(skip.is_some());
-    let at = |virtual_index: usize| match skip {
-        Some(s) if virtual_index >= s => &part[virtual_index + 1],
-        _ => &part[virtual_index],
+    let n = part.len() - gap.len();
+    let at = |virtual_index: usize| {
+        if virtual_index >= gap.start {
+            &part[virtual_index + gap.len()]
+        } else {
+            &part[virtual_index]
+        }
     };
     let taken = if n <= want {
         for v in 0..n {
@@ -463,7 +521,7 @@ mod tests {
         for (me, others) in [(200u8, 50usize), (7, 49)] {
             for want in [0, 1, 10, 48, 49, 60] {
                 let mut resp = AnnounceResponse::default();
-                s.select(key(me), Role::Seeder, want, &mut rng, &mut resp);
+                s.select(key(me), Role::Seeder, want, None, &mut rng, &mut resp);
                 let mut got: Vec<_> = resp.ipv4_peers.iter().map(|a| a.ip().octets()[3]).collect();
                 assert_eq!(got.len(), want.min(others), "want {want}");
                 assert!(!got.contains(&me));
@@ -472,5 +530,88 @@ mod tests {
                 assert_eq!(got.len(), want.min(others), "no repeats");
             }
         }
+    }
+
+    fn addr(a: u8, b: u8) -> [u8; 6] {
+        [10, a, b, 1, 0x1a, 0xe1]
+    }
+
+    #[test]
+    fn same_subnet_first_then_the_rest() {
+        let mut s = Swarm::<V4Entry>::default();
+        // 10 leechers in each of 10.1..4.x /16s, 5 seeders in 10.2.x and 10.3.x.
+        for net in 1..=4u8 {
+            for host in 0..10u8 {
+                s.put(addr(net, host), Role::Leecher, 0);
+            }
+        }
+        for host in 100..105u8 {
+            s.put(addr(2, host), Role::Seeder, 0);
+            s.put(addr(3, host), Role::Seeder, 0);
+        }
+        let mut rng = fastrand::Rng::with_seed(3);
+        let me = addr(2, 200);
+        let net_of = |resp: &AnnounceResponse| -> Vec<u8> {
+            resp.ipv4_peers.iter().map(|p| p.ip().octets()[1]).collect()
+        };
+
+        // A leecher wanting 12: its network's 5 seeders and 10 leechers come
+        // first, so all 12 are from 10.2.0.0/16.
+        let mut resp = AnnounceResponse::default();
+        s.select(me, Role::Leecher, 12, Some(16), &mut rng, &mut resp);
+        assert_eq!(net_of(&resp), vec![2; 12]);
+        // Wanting 20: the 15 of its network first, then 5 from elsewhere.
+        let mut resp = AnnounceResponse::default();
+        s.select(me, Role::Leecher, 20, Some(16), &mut rng, &mut resp);
+        let nets = net_of(&resp);
+        assert_eq!(nets.len(), 20);
+        assert!(nets[..15].iter().all(|&n| n == 2), "{nets:?}");
+        assert!(nets[15..].iter().all(|&n| n != 2), "{nets:?}");
+        // The seeders of the network come before its leechers.
+        let hosts: Vec<u8> = resp.ipv4_peers[..5]
+            .iter()
+            .map(|p| p.ip().octets()[2])
+            .collect();
+        assert!(hosts.iter().all(|&h| h >= 100), "{hosts:?}");
+        // A seeder gets only leechers, its network's first.
+        let mut resp = AnnounceResponse::default();
+        s.select(
+            addr(3, 100),
+            Role::Seeder,
+            10,
+            Some(16),
+            &mut rng,
+            &mut resp,
+        );
+        assert_eq!(net_of(&resp), vec![3; 10]);
+        // Never the announcer itself, also inside its network.
+        let mut resp = AnnounceResponse::default();
+        s.select(addr(1, 5), Role::Seeder, 40, Some(16), &mut rng, &mut resp);
+        assert_eq!(resp.ipv4_peers.len(), 39);
+        assert!(
+            !resp
+                .ipv4_peers
+                .iter()
+                .any(|p| p.ip().octets()[1..3] == [1, 5])
+        );
+    }
+
+    #[test]
+    fn subnet_bounds() {
+        let (lo, hi) = V4Entry::subnet_bounds([192, 168, 7, 9, 0, 80], 24);
+        assert_eq!(lo, [192, 168, 7, 0, 0, 0]);
+        assert_eq!(hi, [192, 168, 7, 255, 255, 255]);
+        let (lo, hi) = V4Entry::subnet_bounds([1, 2, 3, 4, 0, 1], 0);
+        assert_eq!(
+            (lo[..4].to_vec(), hi[..4].to_vec()),
+            (vec![0; 4], vec![255; 4])
+        );
+        let mut k6 = [0u8; 18];
+        k6[..2].copy_from_slice(&[0x20, 0x01]);
+        k6[15] = 7;
+        let (lo, hi) = V6Entry::subnet_bounds(k6, 64);
+        assert_eq!(lo[15], 0);
+        assert_eq!(hi[8..16], [0xff; 8]);
+        assert_eq!(hi[..2], [0x20, 0x01]);
     }
 }

@@ -13,6 +13,7 @@ fn make(cfg: StoreTestConfig) -> Arc<dyn PeerStore> {
         peer_lifetime: ConfigDuration(cfg.peer_lifetime),
         shard_count: 16,
         prometheus_reporting_interval: ConfigDuration(cfg.reporting_interval),
+        ..MemoryConfig::default()
     }))
 }
 

@@ -39,6 +39,7 @@ fn make_store() -> Arc<dyn PeerStore> {
         // swarms sharing a shard are exercised too.
         shard_count: 4,
         prometheus_reporting_interval: ConfigDuration(cfg.reporting_interval),
+        ..MemoryConfig::default()
     }))
 }
 
