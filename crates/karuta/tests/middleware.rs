@@ -146,6 +146,16 @@ async fn interval_variation_changes_intervals_deterministically() {
             first,
             "the same for the same peer"
         );
+        // Over HTTP too: interval and min interval both grew (modify_min_interval).
+        let http = t.http().unwrap().local_addr().unwrap();
+        let body = http_announce(http, &ih(APPROVED), b"-TR3000-000000000004").unwrap();
+        let int_after = |key: &str| -> u64 {
+            let rest = body.split_once(key).unwrap().1;
+            rest[1..rest.find('e').unwrap()].parse().unwrap()
+        };
+        let (interval, min) = (int_after("8:interval"), int_after("12:min interval"));
+        assert!((1801..=1860).contains(&interval), "{interval}");
+        assert_eq!(interval - 1800, min - 900, "min interval grew by as much");
     });
     t.shutdown().await;
 }

@@ -6,10 +6,13 @@
 //! - `torrent approval` ([`torrent_approval`]): a whitelist or a blacklist of
 //!   info hashes, inline or from a file that is re-read when it changes;
 //! - `interval variation` ([`interval_variation`]): a deterministic random
-//!   increase of the announce interval, to spread announces out.
+//!   increase of the announce interval, to spread announces out;
+//! - `jwt` ([`jwt`]): the announce must carry a token signed by the issuer's
+//!   keys (a JWK set, refreshed) for this audience and this info hash.
 
 pub mod client_approval;
 pub mod interval_variation;
+pub mod jwt;
 pub mod torrent_approval;
 
 use std::sync::Arc;
@@ -26,5 +29,8 @@ pub fn register(registry: &mut Registry) {
     });
     registry.register_hook(interval_variation::NAME, |c: interval_variation::Config| {
         Ok(Arc::new(interval_variation::IntervalVariation::new(c)) as Arc<dyn Hook>)
+    });
+    registry.register_hook_async(jwt::NAME, |c: jwt::Config| async move {
+        Ok(Arc::new(jwt::Jwt::new(c).await?) as Arc<dyn Hook>)
     });
 }
