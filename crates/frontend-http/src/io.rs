@@ -94,6 +94,28 @@ impl<T> TimedIo<T> {
         }
     }
 
+    /// Accounts for the outcome of a write: progress clears the stall timer
+    /// and counts the bytes; no progress arms (or fires) it.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.write_deadline = None;
+                if let Ok(n) = r {
+                    self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                self.write_stalled(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+
     fn start_writing(&mut self) {
         if self.phase != Phase::Writing {
             self.phase = Phase::Writing;
@@ -146,19 +168,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.start_writing();
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(r) => {
-                this.write_deadline = None;
-                if let Ok(n) = r {
-                    this.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                this.write_stalled(cx)?;
-                Poll::Pending
-            }
-        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.after_write(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -198,19 +209,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.start_writing();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.write_deadline = None;
-                if let Ok(n) = r {
-                    this.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                this.write_stalled(cx)?;
-                Poll::Pending
-            }
-        }
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

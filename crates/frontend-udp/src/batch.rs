@@ -40,19 +40,15 @@ impl RecvBatch {
     /// Receives up to [`BATCH`] packets without blocking; returns how many.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         for i in 0..BATCH {
-            self.iovecs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: PACKET_SIZE,
-            };
-            let h = &mut self.headers[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut self.iovecs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            let storage_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            point_header(
+                &mut self.headers[i],
+                &mut self.iovecs[i],
+                self.bufs[i].as_mut_ptr(),
+                PACKET_SIZE,
+                &mut self.addrs[i],
+                storage_len,
+            );
         }
         // SAFETY: the headers point into buffers owned by `self` that outlive
         // the call, with their true lengths.
@@ -142,19 +138,15 @@ impl SendBatch {
     pub fn send(&mut self, fd: RawFd) -> io::Result<usize> {
         let start = self.sent;
         for i in start..self.len {
-            self.iovecs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: self.bufs[i].len(),
-            };
-            let h = &mut self.headers[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = self.addr_lens[i];
-            h.msg_hdr.msg_iov = &mut self.iovecs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            let len = self.bufs[i].len();
+            point_header(
+                &mut self.headers[i],
+                &mut self.iovecs[i],
+                self.bufs[i].as_mut_ptr(),
+                len,
+                &mut self.addrs[i],
+                self.addr_lens[i],
+            );
         }
         // SAFETY: headers start..len point into buffers owned by `self` that
         // outlive the call, with their true lengths.
@@ -186,6 +178,31 @@ impl SendBatch {
             .then(|| from_storage(&self.addrs[self.sent]))
             .flatten()
     }
+}
+
+/// Points one message header at one buffer and one address (rebuilt before
+/// every system call: nothing keeps a pointer between calls).
+fn point_header(
+    header: &mut libc::mmsghdr,
+    iovec: &mut libc::iovec,
+    buf: *mut u8,
+    len: usize,
+    addr: &mut libc::sockaddr_storage,
+    addr_len: libc::socklen_t,
+) {
+    *iovec = libc::iovec {
+        iov_base: buf.cast(),
+        iov_len: len,
+    };
+    let h = &mut header.msg_hdr;
+    h.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+    h.msg_namelen = addr_len;
+    h.msg_iov = iovec;
+    h.msg_iovlen = 1;
+    h.msg_control = std::ptr::null_mut();
+    h.msg_controllen = 0;
+    h.msg_flags = 0;
+    header.msg_len = 0;
 }
 
 fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
