@@ -9,7 +9,9 @@
 //!
 //! The JWK set is fetched when the hook is built (a failure is a configuration
 //! error) and refreshed every `jwk_set_update_interval`; a failed refresh keeps
-//! the keys in use. Only `http://` URLs are supported for now.
+//! the keys in use. `http://` and `https://` URLs are supported; https trusts
+//! the Mozilla root set (`webpki-roots`) plus the CA certificates of the
+//! optional PEM file `jwk_set_ca_file` (for a private PKI).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,8 +22,10 @@ use bittorrent::{AnnounceRequest, AnnounceResponse, ClientError, InfoHash};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
 use tracker::config::ConfigDuration;
 use tracker::{ConfigError, DriverConfig, HookFuture, ReadyOrBoxed, RequestContext};
 
@@ -45,8 +49,11 @@ pub struct Config {
     pub issuer: String,
     /// A value the `aud` claim must contain.
     pub audience: String,
-    /// Where the JWK set is fetched from (`http://` only).
+    /// Where the JWK set is fetched from (`http://` or `https://`).
     pub jwk_set_url: String,
+    /// karuta's: a PEM file of extra CA certificates trusted for an
+    /// `https://` JWK set URL, besides the Mozilla root set.
+    pub jwk_set_ca_file: Option<String>,
     /// How often the JWK set is fetched again.
     pub jwk_set_update_interval: Option<ConfigDuration>,
 }
@@ -70,10 +77,59 @@ impl DriverConfig for Config {
             )),
             Some(_) => {
                 parse_url(&self.jwk_set_url).map_err(|m| ConfigError::new("jwk_set_url", m))?;
+                if let Some(path) = &self.jwk_set_ca_file {
+                    read_ca_file(path)?;
+                }
                 Ok(())
             }
         }
     }
+}
+
+/// The CA certificates of a PEM file; none is an error.
+fn read_ca_file(path: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ConfigError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect())
+        .map_err(|e| ConfigError::new("jwk_set_ca_file", format!("cannot read {path:?}: {e}")))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(
+            "jwk_set_ca_file",
+            format!("no certificate in {path:?}"),
+        ));
+    }
+    Ok(certs)
+}
+
+/// A TLS client trusting the Mozilla roots and the certificates of `ca_file`.
+fn tls_connector(ca_file: Option<&str>) -> Result<TlsConnector, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in read_ca_file(path)? {
+            roots.add(cert).map_err(|e| {
+                ConfigError::new(
+                    "jwk_set_ca_file",
+                    format!("unusable certificate in {path:?}: {e}"),
+                )
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new("jwk_set_url", format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// How the JWK set is fetched: its URL, and a TLS client for `https://`.
+#[derive(Clone)]
+struct Fetcher {
+    url: String,
+    tls: Option<TlsConnector>,
 }
 
 /// The usable keys of a JWK set by `kid`, each with the one algorithm it verifies.
@@ -140,12 +196,17 @@ impl Jwt {
     pub async fn new(config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
         let url = config.jwk_set_url.clone();
-        let set = fetch_jwk_set(&url)
-            .await
-            .map_err(|m| ConfigError::new("jwk_set_url", format!("fetching {url:?}: {m}")))?;
+        let tls = match parse_url(&url) {
+            Ok(u) if u.tls => Some(tls_connector(config.jwk_set_ca_file.as_deref())?),
+            _ => None,
+        };
+        let fetcher = Fetcher { url, tls };
+        let set = fetcher.fetch().await.map_err(|m| {
+            ConfigError::new("jwk_set_url", format!("fetching {:?}: {m}", fetcher.url))
+        })?;
         let keys = Arc::new(ArcSwap::from_pointee(Keys::from_set(&set)));
         let interval = config.jwk_set_update_interval.unwrap_or_default().0;
-        let refresher = tokio::spawn(refresh(url, interval, keys.clone()));
+        let refresher = tokio::spawn(refresh(fetcher, interval, keys.clone()));
         let validation = [Algorithm::RS256, Algorithm::ES256]
             .into_iter()
             .map(|alg| {
@@ -208,13 +269,13 @@ impl Drop for Jwt {
     }
 }
 
-async fn refresh(url: String, interval: Duration, keys: Arc<ArcSwap<Keys>>) {
+async fn refresh(fetcher: Fetcher, interval: Duration, keys: Arc<ArcSwap<Keys>>) {
     loop {
         tokio::time::sleep(interval).await;
-        match fetch_jwk_set(&url).await {
+        match fetcher.fetch().await {
             Ok(set) => keys.store(Arc::new(Keys::from_set(&set))),
             Err(e) => {
-                tracing::warn!(url = %url, error = %e, "refreshing the JWK set failed; keeping the keys in use")
+                tracing::warn!(url = %fetcher.url, error = %e, "refreshing the JWK set failed; keeping the keys in use")
             }
         }
     }
@@ -240,13 +301,25 @@ impl tracker::Hook for Jwt {
     }
 }
 
-/// `http://host[:port]/path` → (host, port, path).
-fn parse_url(url: &str) -> Result<(String, u16, String), String> {
-    if url.starts_with("https://") {
-        return Err("https JWK set URLs are not supported yet; use http://".into());
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!("{url:?} is not an http:// URL"));
+/// A parsed JWK set URL.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    /// `https://`.
+    tls: bool,
+    /// As written; an IPv6 address keeps its brackets.
+    host: String,
+    port: u16,
+    path: String,
+}
+
+/// `http[s]://host[:port]/path`.
+fn parse_url(url: &str) -> Result<Url, String> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -256,6 +329,7 @@ fn parse_url(url: &str) -> Result<(String, u16, String), String> {
     if authority.is_empty() || authority.contains('@') {
         return Err(format!("{url:?} has no usable host"));
     }
+    let default_port = if tls { 443 } else { 80 };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !p.contains(']') => {
             let port = p
@@ -263,46 +337,82 @@ fn parse_url(url: &str) -> Result<(String, u16, String), String> {
                 .map_err(|_| format!("{url:?} has an invalid port"))?;
             (h, port)
         }
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));
     }
-    Ok((host.to_owned(), port, path.to_owned()))
+    Ok(Url {
+        tls,
+        host: host.to_owned(),
+        port,
+        path: path.to_owned(),
+    })
 }
 
-async fn fetch_jwk_set(url: &str) -> Result<JwkSet, String> {
-    let body = tokio::time::timeout(FETCH_TIMEOUT, http_get(url))
-        .await
-        .map_err(|_| format!("timed out after {FETCH_TIMEOUT:?}"))??;
-    serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))
+impl Fetcher {
+    async fn fetch(&self) -> Result<JwkSet, String> {
+        let body = tokio::time::timeout(FETCH_TIMEOUT, self.get())
+            .await
+            .map_err(|_| format!("timed out after {FETCH_TIMEOUT:?}"))??;
+        serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))
+    }
+
+    /// A minimal HTTP/1.1 GET: one request on a fresh connection, `Connection: close`.
+    async fn get(&self) -> Result<Vec<u8>, String> {
+        let url = parse_url(&self.url)?;
+        let connect_host = url.host.trim_start_matches('[').trim_end_matches(']');
+        let stream = tokio::net::TcpStream::connect((connect_host, url.port))
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        let default_port = if url.tls { 443 } else { 80 };
+        let host_header = if url.port == default_port {
+            url.host.clone()
+        } else {
+            format!("{}:{}", url.host, url.port)
+        };
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: karuta\r\n\r\n",
+            url.path
+        );
+        if !url.tls {
+            return exchange(stream, &request).await;
+        }
+        let Some(tls) = &self.tls else {
+            return Err("no TLS client configured".into());
+        };
+        let name = rustls_pki_types::ServerName::try_from(connect_host.to_owned())
+            .map_err(|e| format!("invalid TLS server name {connect_host:?}: {e}"))?;
+        let stream = tls
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        exchange(stream, &request).await
+    }
 }
 
-/// A minimal HTTP/1.1 GET: one request on a fresh connection, `Connection: close`.
-async fn http_get(url: &str) -> Result<Vec<u8>, String> {
-    let (host, port, path) = parse_url(url)?;
-    let connect_host = host.trim_start_matches('[').trim_end_matches(']');
-    let mut stream = tokio::net::TcpStream::connect((connect_host, port))
-        .await
-        .map_err(|e| format!("connecting: {e}"))?;
-    let host_header = if port == 80 {
-        host.clone()
-    } else {
-        format!("{host}:{port}")
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: karuta\r\n\r\n"
-    );
+/// Sends `request` and parses the response read to the end of the stream.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> Result<Vec<u8>, String> {
     stream
         .write_all(request.as_bytes())
         .await
         .map_err(|e| format!("sending: {e}"))?;
+    stream.flush().await.map_err(|e| format!("sending: {e}"))?;
     let mut response = Vec::new();
-    (&mut stream)
+    match (&mut stream)
         .take(MAX_RESPONSE as u64 + 1)
         .read_to_end(&mut response)
         .await
-        .map_err(|e| format!("reading: {e}"))?;
+    {
+        Ok(_) => {}
+        // A TLS server that closes without close_notify: the response's own
+        // framing (Content-Length or chunks) still tells a cut-short body.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(format!("reading: {e}")),
+    }
     if response.len() > MAX_RESPONSE {
         return Err(format!("response larger than {MAX_RESPONSE} bytes"));
     }
@@ -376,6 +486,7 @@ mod tests {
             issuer: "iss".into(),
             audience: "aud".into(),
             jwk_set_url: "http://127.0.0.1:1/jwks.json".into(),
+            jwk_set_ca_file: None,
             jwk_set_update_interval: Some(ConfigDuration(Duration::from_secs(60))),
         }
     }
@@ -426,24 +537,46 @@ mod tests {
             jwk_set_url: "https://example.com/jwks".into(),
             ..config()
         };
-        let e = https.validate().unwrap_err();
+        assert!(https.validate().is_ok());
+        let e = Config {
+            jwk_set_url: "ftp://example.com/jwks".into(),
+            ..config()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(e.key, "jwk_set_url");
-        assert!(e.message.contains("https"), "{}", e.message);
+        let e = Config {
+            jwk_set_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..https
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.key, "jwk_set_ca_file");
     }
 
     #[test]
     fn urls() {
+        let url = |tls, host: &str, port, path: &str| Url {
+            tls,
+            host: host.into(),
+            port,
+            path: path.into(),
+        };
         assert_eq!(
             parse_url("http://example.com").unwrap(),
-            ("example.com".into(), 80, "/".into())
+            url(false, "example.com", 80, "/")
+        );
+        assert_eq!(
+            parse_url("https://example.com/jwks").unwrap(),
+            url(true, "example.com", 443, "/jwks")
         );
         assert_eq!(
             parse_url("http://127.0.0.1:8080/a/jwks.json?x=1").unwrap(),
-            ("127.0.0.1".into(), 8080, "/a/jwks.json?x=1".into())
+            url(false, "127.0.0.1", 8080, "/a/jwks.json?x=1")
         );
         assert_eq!(
-            parse_url("http://[::1]:81/k").unwrap(),
-            ("[::1]".into(), 81, "/k".into())
+            parse_url("https://[::1]:81/k").unwrap(),
+            url(true, "[::1]", 81, "/k")
         );
         assert!(parse_url("ftp://x/").is_err());
         assert!(parse_url("http://:80/").is_err());

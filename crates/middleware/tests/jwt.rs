@@ -1,6 +1,7 @@
 //! The `jwt` hook over real HTTP and UDP announces to a running tracker, with
 //! its JWK set served by a tiny HTTP server: RS256 and ES256 tokens, every way
-//! a token can be wrong, and a key rotation picked up by the refresher.
+//! a token can be wrong, and a key rotation picked up by the refresher; and
+//! the JWK set over HTTPS, trusted through `jwk_set_ca_file`.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -14,7 +15,8 @@ use frontend_udp::{UdpConfig, UdpFrontend};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use storage_memory::{MemoryConfig, MemoryStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::rustls;
 use tracker::{LogicConfig, NamedHook, Options, Registry, SharedLogic, TrackerLogic};
 
 const ISSUER: &str = "https://issuer.example";
@@ -98,44 +100,90 @@ fn b64(data: &[u8]) -> String {
     out
 }
 
-/// A JWK set served over plain HTTP; the set can be replaced while serving.
+/// Answers one GET on `s` with `body`.
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, body: String) {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(resp.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// A JWK set served over plain HTTP (or HTTPS); the set can be replaced while serving.
 struct JwksServer {
     addr: SocketAddr,
+    tls: bool,
     body: Arc<Mutex<String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl JwksServer {
     async fn start(signers: &[&Signer]) -> JwksServer {
+        JwksServer::start_with(signers, None).await
+    }
+
+    /// Over HTTPS with a fresh self-signed certificate for `localhost`,
+    /// whose PEM is written to `ca_file`.
+    async fn start_tls(signers: &[&Signer], ca_file: &std::path::Path) -> JwksServer {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(ca_file, cert.cert.pem()).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let certs = vec![CertificateDer::from(cert.cert.der().to_vec())];
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        JwksServer::start_with(signers, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        signers: &[&Signer],
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+    ) -> JwksServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let tls = acceptor.is_some();
         let body = Arc::new(Mutex::new(String::new()));
         let served = body.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else {
+                let Ok((s, _)) = listener.accept().await else {
                     return;
                 };
                 let body = served.lock().unwrap().clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let mut req = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                    match acceptor {
+                        None => respond(s, body).await,
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(s).await {
+                                respond(s, body).await;
+                            }
                         }
                     }
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                    let _ = s.shutdown().await;
                 });
             }
         });
-        let server = JwksServer { addr, body, task };
+        let server = JwksServer {
+            addr,
+            tls,
+            body,
+            task,
+        };
         server.serve(signers);
         server
     }
@@ -148,7 +196,14 @@ impl JwksServer {
     }
 
     fn url(&self) -> String {
-        format!("http://{}/.well-known/jwks.json", self.addr)
+        if self.tls {
+            format!(
+                "https://localhost:{}/.well-known/jwks.json",
+                self.addr.port()
+            )
+        } else {
+            format!("http://{}/.well-known/jwks.json", self.addr)
+        }
     }
 }
 
@@ -159,15 +214,20 @@ impl Drop for JwksServer {
 }
 
 fn options(url: &str, interval: &str) -> Options {
-    Options::new(
-        serde_json::json!({
-            "issuer": ISSUER,
-            "audience": AUDIENCE,
-            "jwk_set_url": url,
-            "jwk_set_update_interval": interval,
-        }),
-        "chihaya.prehooks[0].options",
-    )
+    options_with_ca(url, interval, None)
+}
+
+fn options_with_ca(url: &str, interval: &str, ca_file: Option<&std::path::Path>) -> Options {
+    let mut o = serde_json::json!({
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "jwk_set_url": url,
+        "jwk_set_update_interval": interval,
+    });
+    if let Some(ca_file) = ca_file {
+        o["jwk_set_ca_file"] = ca_file.to_str().unwrap().into();
+    }
+    Options::new(o, "chihaya.prehooks[0].options")
 }
 
 fn registry() -> Registry {
@@ -184,8 +244,12 @@ struct Tracker {
 
 impl Tracker {
     async fn start(url: &str, interval: &str) -> Tracker {
+        Tracker::start_with(&options(url, interval)).await
+    }
+
+    async fn start_with(options: &Options) -> Tracker {
         let hook = registry()
-            .build_hook("jwt", "chihaya.prehooks[0].name", &options(url, interval))
+            .build_hook("jwt", "chihaya.prehooks[0].name", options)
             .await
             .unwrap();
         let store = Arc::new(MemoryStore::new(MemoryConfig {
@@ -417,11 +481,10 @@ async fn build_errors_name_the_url() {
         .validate_hook(
             "jwt",
             "chihaya.prehooks[0].name",
-            &options("https://issuer.example/jwks.json", "1m"),
+            &options("ftp://issuer.example/jwks.json", "1m"),
         )
         .unwrap_err();
     assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_url");
-    assert!(e.message.contains("https"), "{}", e.message);
     let e = r
         .validate_hook(
             "jwt",
@@ -430,4 +493,59 @@ async fn build_errors_name_the_url() {
         )
         .unwrap_err();
     assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_update_interval");
+}
+
+/// A fresh scratch directory for certificate files.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("karuta-jwt-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwk_set_over_https() {
+    let ec = Signer::ec("e1");
+    let dir = scratch_dir("https");
+    let ca_file = dir.join("ca.pem");
+    let jwks = JwksServer::start_tls(&[&ec], &ca_file).await;
+    assert!(jwks.url().starts_with("https://localhost:"));
+
+    // Without the private CA the server's certificate is not trusted.
+    let e = registry()
+        .build_hook(
+            "jwt",
+            "chihaya.prehooks[0].name",
+            &options(&jwks.url(), "1h"),
+        )
+        .await
+        .err()
+        .expect("untrusted certificate, no hook");
+    assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_url");
+    assert!(e.message.contains("certificate"), "{}", e.message);
+
+    // An unreadable or empty CA file is an error naming the option.
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    for bad in [dir.join("missing.pem"), empty] {
+        let e = registry()
+            .build_hook(
+                "jwt",
+                "chihaya.prehooks[0].name",
+                &options_with_ca(&jwks.url(), "1h", Some(&bad)),
+            )
+            .await
+            .err()
+            .expect("bad CA file, no hook");
+        assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_ca_file");
+    }
+
+    let t = Tracker::start_with(&options_with_ca(&jwks.url(), "1h", Some(&ca_file))).await;
+    let token = ec.sign(&claims(HASH));
+    let forged = Signer::ec("e1").sign(&claims(HASH));
+    tokio::task::block_in_place(|| {
+        assert_eq!(t.both(HASH, Some(&token)), Ok(()));
+        assert_eq!(t.both(HASH, Some(&forged)), invalid());
+    });
+    t.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
