@@ -26,6 +26,7 @@ pub use server::Tracker;
 pub fn default_registry() -> tracker::Registry {
     let mut registry = tracker::Registry::new();
     storage_memory::register(&mut registry);
+    storage_redis::register(&mut registry);
     middleware::register(&mut registry);
     registry
 }

@@ -1,0 +1,267 @@
+//! Two karuta processes on one Redis serve one swarm: a peer announced to A
+//! over HTTP is handed out by B over UDP, scrapes agree, and a UDP connection
+//! id from A is accepted by B (shared `private_key`).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Karuta, TempDir, free_tcp_port};
+
+/// A `redis-server` on a free port in a temp dir, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Redis {
+    fn start(tag: &str) -> Redis {
+        let dir = TempDir::new(tag);
+        let port = free_tcp_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        let r = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(port) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(redis_port: u16) -> String {
+    format!(
+        "chihaya:\n  announce_interval: 30m\n  min_announce_interval: 15m\n  http:\n    addr: \"127.0.0.1:0\"\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"shared two-instance key\"\n  storage:\n    name: redis\n    config:\n      redis_broker: \"redis://127.0.0.1:{redis_port}/0\"\n      redis_read_timeout: 2s\n      redis_write_timeout: 2s\n      redis_connect_timeout: 2s\n      key_prefix: \"two:\"\n"
+    )
+}
+
+fn pct(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+fn http_get(addr: SocketAddr, target: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: tracker\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let body = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("http reply");
+    out[body + 4..].to_vec()
+}
+
+/// The integer after `key` in a bencoded reply.
+fn int_after(body: &[u8], key: &str) -> i64 {
+    let pat = format!("{}:{key}i", key.len());
+    let at = body
+        .windows(pat.len())
+        .position(|w| w == pat.as_bytes())
+        .unwrap_or_else(|| panic!("no {key} in {}", String::from_utf8_lossy(body)));
+    let rest = &body[at + pat.len()..];
+    let end = rest.iter().position(|&b| b == b'e').unwrap();
+    std::str::from_utf8(&rest[..end]).unwrap().parse().unwrap()
+}
+
+fn http_announce(
+    addr: SocketAddr,
+    ih: &[u8; 20],
+    peer_id: &[u8; 20],
+    port: u16,
+    left: u64,
+) -> Vec<u8> {
+    http_get(
+        addr,
+        &format!(
+            "/announce?info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left={left}&compact=1&event=started",
+            pct(ih),
+            pct(peer_id)
+        ),
+    )
+}
+
+/// (complete, incomplete, downloaded) from an HTTP scrape.
+fn http_scrape(addr: SocketAddr, ih: &[u8; 20]) -> (i64, i64, i64) {
+    let body = http_get(addr, &format!("/scrape?info_hash={}", pct(ih)));
+    (
+        int_after(&body, "complete"),
+        int_after(&body, "incomplete"),
+        int_after(&body, "downloaded"),
+    )
+}
+
+fn udp_socket() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+fn udp_call(s: &UdpSocket, to: SocketAddr, req: &[u8]) -> Vec<u8> {
+    s.send_to(req, to).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = s.recv_from(&mut buf).expect("udp reply");
+    buf[..n].to_vec()
+}
+
+fn udp_connect(s: &UdpSocket, to: SocketAddr) -> u64 {
+    let mut req = Vec::new();
+    req.extend_from_slice(&0x41727101980u64.to_be_bytes());
+    req.extend_from_slice(&0u32.to_be_bytes());
+    req.extend_from_slice(&7u32.to_be_bytes());
+    let r = udp_call(s, to, &req);
+    assert_eq!(&r[..4], &0u32.to_be_bytes(), "connect reply {r:?}");
+    u64::from_be_bytes(r[8..16].try_into().unwrap())
+}
+
+/// Announces over UDP; the reply's action, (seeders, leechers) and peers.
+fn udp_announce(
+    s: &UdpSocket,
+    to: SocketAddr,
+    conn: u64,
+    ih: &[u8; 20],
+    peer_id: &[u8; 20],
+    left: u64,
+) -> (u32, (u32, u32), Vec<SocketAddrV4>, Vec<u8>) {
+    let mut req = Vec::new();
+    req.extend_from_slice(&conn.to_be_bytes());
+    req.extend_from_slice(&1u32.to_be_bytes());
+    req.extend_from_slice(&9u32.to_be_bytes());
+    req.extend_from_slice(ih);
+    req.extend_from_slice(peer_id);
+    req.extend_from_slice(&0u64.to_be_bytes());
+    req.extend_from_slice(&left.to_be_bytes());
+    req.extend_from_slice(&0u64.to_be_bytes());
+    req.extend_from_slice(&2u32.to_be_bytes()); // started
+    req.extend_from_slice(&0u32.to_be_bytes());
+    req.extend_from_slice(&0u32.to_be_bytes());
+    req.extend_from_slice(&50i32.to_be_bytes());
+    req.extend_from_slice(&7000u16.to_be_bytes());
+    let r = udp_call(s, to, &req);
+    let action = u32::from_be_bytes(r[..4].try_into().unwrap());
+    if action != 1 {
+        return (action, (0, 0), Vec::new(), r);
+    }
+    let leechers = u32::from_be_bytes(r[12..16].try_into().unwrap());
+    let seeders = u32::from_be_bytes(r[16..20].try_into().unwrap());
+    let peers = r[20..]
+        .chunks(6)
+        .map(|c| {
+            SocketAddrV4::new(
+                Ipv4Addr::new(c[0], c[1], c[2], c[3]),
+                u16::from_be_bytes([c[4], c[5]]),
+            )
+        })
+        .collect();
+    (action, (seeders, leechers), peers, r)
+}
+
+/// (seeders, completed, leechers) from a UDP scrape.
+fn udp_scrape(s: &UdpSocket, to: SocketAddr, conn: u64, ih: &[u8; 20]) -> (u32, u32, u32) {
+    let mut req = Vec::new();
+    req.extend_from_slice(&conn.to_be_bytes());
+    req.extend_from_slice(&2u32.to_be_bytes());
+    req.extend_from_slice(&11u32.to_be_bytes());
+    req.extend_from_slice(ih);
+    let r = udp_call(s, to, &req);
+    assert_eq!(&r[..4], &2u32.to_be_bytes(), "scrape reply {r:?}");
+    let n = |i: usize| u32::from_be_bytes(r[i..i + 4].try_into().unwrap());
+    (n(8), n(12), n(16))
+}
+
+#[test]
+fn two_instances_share_one_swarm_through_redis() {
+    let redis = Redis::start("redis-two");
+    let dir_a = TempDir::new("redis-two-a");
+    let dir_b = TempDir::new("redis-two-b");
+    let mut a = Karuta::start_text(dir_a.path(), &config(redis.port));
+    let mut b = Karuta::start_text(dir_b.path(), &config(redis.port));
+    let (a_http, a_udp) = (a.listening("http"), a.listening("udp"));
+    let (b_http, b_udp) = (b.listening("http"), b.listening("udp"));
+
+    let ih = [0x5au8; 20];
+    // A seeder announces to A over HTTP.
+    let seeder_id = *b"-KR0001-seeder000001";
+    let first = http_announce(a_http, &ih, &seeder_id, 6881, 0);
+    assert_eq!(
+        int_after(&first, "complete"),
+        1,
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+
+    // A leecher announces to B over UDP and is given the seeder.
+    let sock = udp_socket();
+    let conn_b = udp_connect(&sock, b_udp);
+    let leecher_id = *b"-KR0001-leecher00001";
+    let (action, counts, peers, raw) = udp_announce(&sock, b_udp, conn_b, &ih, &leecher_id, 100);
+    assert_eq!(
+        action,
+        1,
+        "announce failed: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(counts, (1, 1));
+    assert_eq!(peers, vec![SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6881)]);
+
+    // Both instances scrape the same counts, over both protocols.
+    assert_eq!(http_scrape(a_http, &ih), (1, 1, 0));
+    assert_eq!(http_scrape(b_http, &ih), (1, 1, 0));
+    let conn_a = udp_connect(&sock, a_udp);
+    assert_eq!(udp_scrape(&sock, a_udp, conn_a, &ih), (1, 0, 1));
+    assert_eq!(udp_scrape(&sock, b_udp, conn_b, &ih), (1, 0, 1));
+
+    // A connection id from A is accepted by B (and the other way round).
+    let (action, counts, _, raw) = udp_announce(&sock, b_udp, conn_a, &ih, &leecher_id, 100);
+    assert_eq!(
+        action,
+        1,
+        "B refused A's connection id: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(counts, (1, 1));
+    let (action, _, _, raw) = udp_announce(&sock, a_udp, conn_b, &ih, &leecher_id, 100);
+    assert_eq!(
+        action,
+        1,
+        "A refused B's connection id: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    a.stop_cleanly();
+    b.stop_cleanly();
+}
