@@ -1,6 +1,7 @@
 //! Two karuta processes on one Redis serve one swarm: a peer announced to A
 //! over HTTP is handed out by B over UDP, scrapes agree, and a UDP connection
-//! id from A is accepted by B (shared `private_key`).
+//! id from A is accepted by B (shared `private_key`), and `karuta e2e`
+//! passes against each instance.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Karuta, TempDir, free_tcp_port};
+use support::{Karuta, TempDir, free_tcp_port, karuta_command};
 
 /// A `redis-server` on a free port in a temp dir, killed when dropped.
 struct Redis {
@@ -261,6 +262,24 @@ fn two_instances_share_one_swarm_through_redis() {
         "A refused B's connection id: {:?}",
         String::from_utf8_lossy(&raw)
     );
+
+    // chihaya's end-to-end check passes against each instance, both protocols.
+    for (name, http, udp) in [("A", a_http, a_udp), ("B", b_http, b_udp)] {
+        let out = karuta_command(&["e2e"])
+            .args(["--http", &format!("http://{http}/announce")])
+            .args(["--udp", &format!("udp://{udp}")])
+            .args(["--delay", "0s", "--timeout", "5s"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running karuta e2e");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("all checks passed"),
+            "karuta e2e against {name}: {:?}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     a.stop_cleanly();
     b.stop_cleanly();
