@@ -41,6 +41,12 @@
 //! forgets emptied swarms, adjusting the totals by what it actually removed,
 //! so two instances collecting at once do no harm.
 //!
+//! # TLS
+//!
+//! `rediss://` connects over TLS (rustls, ring) and checks the server's
+//! certificate against the system's roots, or against the PEM file
+//! `redis_tls_ca_file` (karuta's key) for a private CA.
+//!
 //! # Failures
 //!
 //! Every call is bounded by the configured timeouts; a Redis failure is
@@ -87,6 +93,9 @@ pub struct RedisConfig {
     pub prometheus_reporting_interval: ConfigDuration,
     /// karuta: the prefix of every key, so several trackers can share one Redis.
     pub key_prefix: String,
+    /// karuta: a PEM file of CA certificates that a `rediss://` server's
+    /// certificate is checked against, instead of the system's roots.
+    pub redis_tls_ca_file: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -101,6 +110,7 @@ impl Default for RedisConfig {
             peer_lifetime: secs(30 * 60),
             prometheus_reporting_interval: secs(1),
             key_prefix: "karuta:".to_owned(),
+            redis_tls_ca_file: None,
         }
     }
 }
@@ -149,9 +159,45 @@ impl DriverConfig for RedisConfig {
             ));
         }
         // Parsing only: validation never connects.
-        Client::open(broker_url(&self.redis_broker))
-            .map_err(|e| ConfigError::new("redis_broker", format!("invalid Redis URL: {e}")))?;
-        Ok(())
+        self.client().map(|_| ())
+    }
+}
+
+impl RedisConfig {
+    /// The client for `redis_broker` (with `redis_tls_ca_file`'s roots when
+    /// set); never connects.
+    fn client(&self) -> Result<Client, ConfigError> {
+        let url = broker_url(&self.redis_broker);
+        let invalid = |e: redis::RedisError| {
+            ConfigError::new("redis_broker", format!("invalid Redis URL: {e}"))
+        };
+        if self.redis_broker.starts_with("rediss://") {
+            // The redis client builds its TLS config from the process-wide
+            // provider; karuta's is ring (an error means one is installed).
+            let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        }
+        let Some(path) = &self.redis_tls_ca_file else {
+            return Client::open(url).map_err(invalid);
+        };
+        if !self.redis_broker.starts_with("rediss://") {
+            return Err(ConfigError::new(
+                "redis_tls_ca_file",
+                "is only used with a rediss:// redis_broker",
+            ));
+        }
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError::new("redis_tls_ca_file", format!("cannot read {path:?}: {e}"))
+        })?;
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        Client::build_with_tls(url, certificates).map_err(|e| {
+            ConfigError::new(
+                "redis_tls_ca_file",
+                format!("{path:?} is not a usable PEM CA file: {e}"),
+            )
+        })
     }
 }
 
@@ -578,8 +624,7 @@ impl RedisStore {
     /// it starts the background task.
     pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let client = Client::open(broker_url(&config.redis_broker))
-            .map_err(|e| ConfigError::new("redis_broker", format!("invalid Redis URL: {e}")))?;
+        let client = config.client()?;
         let read_timeout = config.redis_read_timeout.0;
         let write_timeout = config.redis_write_timeout.0;
         let manager_config = ConnectionManagerConfig::new()

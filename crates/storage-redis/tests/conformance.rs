@@ -88,6 +88,7 @@ fn make(cfg: StoreTestConfig) -> Arc<dyn PeerStore> {
         peer_lifetime: ConfigDuration(cfg.peer_lifetime),
         prometheus_reporting_interval: ConfigDuration(cfg.reporting_interval),
         key_prefix: format!("test{}-{n}:", std::process::id()),
+        redis_tls_ca_file: None,
     };
     Arc::new(RedisStore::new(config).expect("store")) as Arc<dyn PeerStore>
 }
