@@ -5,73 +5,15 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Karuta, TempDir, free_tcp_port};
+use support::{Karuta, RedisServer, TempDir, free_tcp_port, http_get};
 
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-/// A redis-server on `port` in `dir`, ready.
-fn start_redis(dir: &TempDir, port: u16) -> Child {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (scripts/test installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ping(port) {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-/// Kills the redis-server child when dropped.
-struct Reaper(Option<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// An HTTP GET; the status code and body.
+/// An HTTP GET: the status code and the body as text.
 fn get(addr: SocketAddr, target: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: tracker\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
+    let (status, body) = http_get(addr, target);
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn announce(addr: SocketAddr, n: u32) -> String {
@@ -92,8 +34,8 @@ const UNAVAILABLE: &str = "tracker storage is unavailable, try again later";
 #[test]
 fn announces_fail_fast_during_an_outage_and_recover_without_a_restart() {
     let dir = TempDir::new("redis-outage");
-    let port = free_tcp_port();
-    let mut redis = Reaper(Some(start_redis(&dir, port)));
+    let mut redis = RedisServer::start("redis-outage-server");
+    let port = redis.port;
     let metrics_port = free_tcp_port();
     let config = format!(
         "chihaya:\n  announce_interval: 30m\n  min_announce_interval: 15m\n  metrics_addr: \"127.0.0.1:{metrics_port}\"\n  http:\n    addr: \"127.0.0.1:0\"\n  storage:\n    name: redis\n    config:\n      redis_broker: \"redis://127.0.0.1:{port}/0\"\n      redis_read_timeout: 1s\n      redis_write_timeout: 1s\n      redis_connect_timeout: 1s\n"
@@ -115,10 +57,7 @@ fn announces_fail_fast_during_an_outage_and_recover_without_a_restart() {
     assert_eq!(get(metrics, "/health").0, 200);
 
     // Redis goes away while announces keep coming.
-    if let Some(mut c) = redis.0.take() {
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
+    redis.kill();
     let mut unavailable = 0;
     for _ in 0..10 {
         let started = Instant::now();
@@ -142,7 +81,7 @@ fn announces_fail_fast_during_an_outage_and_recover_without_a_restart() {
     assert!(body.contains("storage"), "{body}");
 
     // Redis is back on the same port: the same process serves again.
-    redis.0 = Some(start_redis(&dir, port));
+    redis.restart();
     let back = Instant::now();
     loop {
         let body = announce(http, next());

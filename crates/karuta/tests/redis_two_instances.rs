@@ -5,60 +5,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::process::Stdio;
+use std::time::Duration;
 
-use support::{Karuta, TempDir, free_tcp_port, karuta_command};
-
-/// A `redis-server` on a free port in a temp dir, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Redis {
-    fn start(tag: &str) -> Redis {
-        let dir = TempDir::new(tag);
-        let port = free_tcp_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test installs it)");
-        let r = Redis {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Karuta, RedisServer, TempDir, http_get, karuta_command};
 
 fn config(redis_port: u16) -> String {
     format!(
@@ -68,23 +19,6 @@ fn config(redis_port: u16) -> String {
 
 fn pct(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
-}
-
-fn http_get(addr: SocketAddr, target: &str) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: tracker\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let body = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("http reply");
-    out[body + 4..].to_vec()
 }
 
 /// The integer after `key` in a bencoded reply.
@@ -114,11 +48,12 @@ fn http_announce(
             pct(peer_id)
         ),
     )
+    .1
 }
 
 /// (complete, incomplete, downloaded) from an HTTP scrape.
 fn http_scrape(addr: SocketAddr, ih: &[u8; 20]) -> (i64, i64, i64) {
-    let body = http_get(addr, &format!("/scrape?info_hash={}", pct(ih)));
+    let (_, body) = http_get(addr, &format!("/scrape?info_hash={}", pct(ih)));
     (
         int_after(&body, "complete"),
         int_after(&body, "incomplete"),
@@ -206,7 +141,7 @@ fn udp_scrape(s: &UdpSocket, to: SocketAddr, conn: u64, ih: &[u8; 20]) -> (u32, 
 
 #[test]
 fn two_instances_share_one_swarm_through_redis() {
-    let redis = Redis::start("redis-two");
+    let redis = RedisServer::start("redis-two");
     let dir_a = TempDir::new("redis-two-a");
     let dir_b = TempDir::new("redis-two-b");
     let mut a = Karuta::start_text(dir_a.path(), &config(redis.port));
