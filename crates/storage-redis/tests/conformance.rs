@@ -94,3 +94,68 @@ fn make(cfg: StoreTestConfig) -> Arc<dyn PeerStore> {
 }
 
 tracker::peer_store_conformance!(make);
+
+/// Two instances (one key prefix) collecting garbage at the same moment
+/// remove each stale peer once: the totals end exact, fresh peers stay.
+#[test]
+fn two_instances_collecting_at_once_keep_exact_totals() {
+    use tracker::bittorrent::{AddressFamily, InfoHash, Peer, PeerId};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let prefix = format!("gc2-{}:", std::process::id());
+        let instance = || {
+            RedisStore::new(RedisConfig {
+                redis_broker: format!("redis://127.0.0.1:{}/0", redis_port()),
+                // Only the explicit collections below run.
+                gc_interval: ConfigDuration(Duration::from_secs(3600)),
+                peer_lifetime: ConfigDuration(Duration::from_secs(1)),
+                prometheus_reporting_interval: ConfigDuration(Duration::from_millis(50)),
+                key_prefix: prefix.clone(),
+                ..RedisConfig::default()
+            })
+            .unwrap()
+        };
+        let (a, b) = (instance(), instance());
+        let peer = |n: u16| {
+            Peer::new(
+                PeerId([n as u8; 20]),
+                std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, (n >> 8) as u8, n as u8)),
+                6881,
+            )
+        };
+        // 300 stale peers over 30 torrents, half seeders, written through A.
+        for n in 0..300u16 {
+            let ih = InfoHash([(n % 30) as u8; 20]);
+            if n % 2 == 0 {
+                a.put_seeder(ih, peer(n)).await.unwrap();
+            } else {
+                a.put_leecher(ih, peer(n)).await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // Fresh peers (through B) on one torrent that also has stale ones.
+        let kept = InfoHash([0; 20]);
+        for n in 1000..1005u16 {
+            b.put_leecher(kept, peer(n)).await.unwrap();
+        }
+        let (ra, rb) = tokio::join!(a.collect_garbage(), b.collect_garbage());
+        ra.unwrap();
+        rb.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for store in [&a, &b] {
+            let s = store.stats();
+            assert_eq!((s.swarms, s.seeders, s.leechers), (1, 0, 5), "{s:?}");
+        }
+        let scrape = b.scrape(kept, AddressFamily::V4).await.unwrap();
+        assert_eq!((scrape.complete, scrape.incomplete), (0, 5));
+        let gone = a
+            .scrape(InfoHash([1; 20]), AddressFamily::V4)
+            .await
+            .unwrap();
+        assert_eq!((gone.complete, gone.incomplete), (0, 0));
+    });
+}
