@@ -304,6 +304,9 @@ return ds + dl
 struct Inner {
     conn: ConnectionManager,
     prefix: String,
+    /// `<prefix>swarms` and `<prefix>stats`, made once.
+    swarms_key: String,
+    stats_key: String,
     read_timeout: Duration,
     write_timeout: Duration,
     peer_lifetime: Duration,
@@ -420,8 +423,8 @@ impl Inner {
         inv.key(s)
             .key(l)
             .key(n)
-            .key(format!("{}swarms", self.prefix))
-            .key(format!("{}stats", self.prefix))
+            .key(&self.swarms_key)
+            .key(&self.stats_key)
             .arg(member(peer))
             .arg(op)
             .arg(now_ms())
@@ -535,7 +538,7 @@ impl Inner {
             .bounded(
                 self.read_timeout,
                 redis::cmd("HMGET")
-                    .arg(format!("{}stats", self.prefix))
+                    .arg(&self.stats_key)
                     .arg("swarms")
                     .arg("seeders")
                     .arg("leechers")
@@ -550,8 +553,7 @@ impl Inner {
 
     async fn collect(&self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let swarms = format!("{}swarms", self.prefix);
-        let stats = format!("{}stats", self.prefix);
+        let (swarms, stats) = (&self.swarms_key, &self.stats_key);
         let cutoff = now_ms().saturating_sub(self.peer_lifetime.as_millis() as u64);
         let mut cursor: u64 = 0;
         loop {
@@ -560,7 +562,7 @@ impl Inner {
                 .bounded(
                     self.read_timeout,
                     redis::cmd("SSCAN")
-                        .arg(&swarms)
+                        .arg(swarms)
                         .arg(cursor)
                         .arg("COUNT")
                         .arg(200)
@@ -569,7 +571,7 @@ impl Inner {
                 .await?;
             if !ids.is_empty() {
                 let mut inv = self.gc.prepare_invoke();
-                inv.key(&swarms).key(&stats).arg(&self.prefix).arg(cutoff);
+                inv.key(swarms).key(stats).arg(&self.prefix).arg(cutoff);
                 for id in &ids {
                     inv.arg(id);
                 }
@@ -636,6 +638,8 @@ impl RedisStore {
             .map_err(|e| ConfigError::new("redis_broker", format!("{e}")))?;
         let inner = Arc::new(Inner {
             conn,
+            swarms_key: format!("{}swarms", config.key_prefix),
+            stats_key: format!("{}stats", config.key_prefix),
             prefix: config.key_prefix.clone(),
             read_timeout,
             write_timeout,
