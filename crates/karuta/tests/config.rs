@@ -399,3 +399,44 @@ fn check_config_accepts_chihayas_example() {
         out.stdout
     );
 }
+
+#[test]
+fn chihaya_redis_example_passes_check_config_and_bad_redis_keys_are_named() {
+    // check-config never connects: the fixture passes with no Redis running.
+    let ok = check_config(&fixture("example_config_redis.yaml"));
+    assert_eq!(ok.code, Some(0), "stderr: {}", ok.stderr);
+    assert!(ok.stdout.contains("storage \"redis\""), "{}", ok.stdout);
+
+    let dir = tempdir("redis");
+    let redis = |name: &str, config: &str| {
+        write_config(
+            &dir,
+            name,
+            &format!("chihaya:\n  storage:\n    name: redis\n    config:\n{config}"),
+        )
+    };
+    let bad_url = redis(
+        "bad-url.yaml",
+        "      redis_broker: \"http://127.0.0.1:6379\"\n",
+    );
+    assert_one_line_error(
+        &bad_url,
+        "chihaya.storage.config.redis_broker",
+        "invalid Redis URL",
+    );
+    let zero = redis("zero.yaml", "      redis_read_timeout: 0s\n");
+    assert_one_line_error(
+        &zero,
+        "chihaya.storage.config.redis_read_timeout",
+        "greater than zero",
+    );
+    let ca = redis(
+        "ca.yaml",
+        "      redis_broker: \"rediss://127.0.0.1:6380/0\"\n      redis_tls_ca_file: /nonexistent/ca.pem\n",
+    );
+    assert_one_line_error(
+        &ca,
+        "chihaya.storage.config.redis_tls_ca_file",
+        "/nonexistent/ca.pem",
+    );
+}

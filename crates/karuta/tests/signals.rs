@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Karuta, TempDir, free_udp_port, write_config};
+use support::{Karuta, TempDir, free_tcp_port, free_udp_port, write_config};
 
 fn config_with_interval(dir: &Path, minutes: u32) -> PathBuf {
     let path = dir.join("karuta.yaml");
@@ -84,6 +84,33 @@ fn a_bad_config_at_start_exits_non_zero_with_the_key() {
         stderr.contains("chihaya.storage.name: unknown storage \"nowhere\""),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_unreachable_redis_at_start_exits_non_zero_naming_redis_broker() {
+    let dir = TempDir::new("signals-redis");
+    let path = dir.path().join("redis.yaml");
+    // A port nobody listens on.
+    let port = free_tcp_port();
+    std::fs::write(
+        &path,
+        format!(
+            "chihaya:\n  http:\n    addr: \"127.0.0.1:0\"\n  storage:\n    name: redis\n    config:\n      redis_broker: \"redis://127.0.0.1:{port}/0\"\n      redis_connect_timeout: 1s\n      redis_read_timeout: 1s\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_karuta"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("chihaya.storage.config.redis_broker: cannot reach Redis"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]
