@@ -136,6 +136,14 @@ fn broker_url(url: &str) -> String {
 
 impl DriverConfig for RedisConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.client().map(|_| ())
+    }
+}
+
+impl RedisConfig {
+    /// Checks every key and builds the client for `redis_broker` (with
+    /// `redis_tls_ca_file`'s roots when set); never connects.
+    fn client(&self) -> Result<Client, ConfigError> {
         let zero = |key: &str| ConfigError::new(key, "must be greater than zero");
         for (key, d) in [
             ("redis_read_timeout", &self.redis_read_timeout),
@@ -158,15 +166,6 @@ impl DriverConfig for RedisConfig {
                 "peer_lifetime plus gc_interval must be under a year",
             ));
         }
-        // Parsing only: validation never connects.
-        self.client().map(|_| ())
-    }
-}
-
-impl RedisConfig {
-    /// The client for `redis_broker` (with `redis_tls_ca_file`'s roots when
-    /// set); never connects.
-    fn client(&self) -> Result<Client, ConfigError> {
         let url = broker_url(&self.redis_broker);
         let invalid = |e: redis::RedisError| {
             ConfigError::new("redis_broker", format!("invalid Redis URL: {e}"))
@@ -625,7 +624,6 @@ impl RedisStore {
     /// use and remade whenever it breaks). Must run inside a tokio runtime:
     /// it starts the background task.
     pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
         let client = config.client()?;
         let read_timeout = config.redis_read_timeout.0;
         let write_timeout = config.redis_write_timeout.0;
