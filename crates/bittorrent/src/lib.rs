@@ -2,13 +2,14 @@
 //!
 //! This crate owns the vocabulary every other karuta crate speaks: info hashes,
 //! peer ids, peers, announce and scrape requests and responses, the error text a
-//! client may see ([`ClientError`]), the bencode writer and the URL-data parser
+//! client may see ([`ClientError`]), bencode (the writer replies use and a decoder
+//! for what reads replies), and the URL-data parser
 //! that both the HTTP query string and BEP 41 UDP URL data go through.
 //!
 //! It does no I/O and knows nothing of async, frontends or storage, so it can be
 //! fuzzed, benchmarked and reused on its own.
 
-mod bencode;
+pub mod bencode;
 mod error;
 mod params;
 mod request;

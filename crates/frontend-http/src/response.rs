@@ -74,8 +74,8 @@ pub(crate) fn write_scrape(buf: &mut Vec<u8>, files: &mut Vec<Scrape>) {
     let mut w = BencodeWriter::new(buf);
     w.begin_dict().key("files").begin_dict();
     for f in files.iter() {
-        // Raw 20-byte keys: written as byte strings, sorted above.
-        w.bytes(&f.info_hash.0);
+        // Raw 20-byte keys, sorted above (the writer checks the order in debug builds).
+        w.key_bytes(&f.info_hash.0);
         w.begin_dict()
             .key("complete")
             .int(i64::from(f.complete))

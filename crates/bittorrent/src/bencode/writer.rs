@@ -1,4 +1,4 @@
-//! A bencode writer that appends straight into one caller-owned buffer.
+//! The writer: appends straight into one caller-owned buffer.
 //!
 //! Tracker replies are small and their shape is fixed, so the writer is a thin
 //! set of append calls rather than a value tree: nothing is allocated beyond the
@@ -67,19 +67,24 @@ impl<'a> BencodeWriter<'a> {
 
     /// A dictionary key; keys of one dictionary must come in ascending byte order.
     pub fn key(&mut self, key: &str) -> &mut Self {
+        self.key_bytes(key.as_bytes())
+    }
+
+    /// A key that is not text (a scrape's info hash).
+    pub fn key_bytes(&mut self, key: &[u8]) -> &mut Self {
         #[cfg(debug_assertions)]
         if let Some(last) = self.last_keys.last_mut() {
             if let Some(prev) = last {
                 debug_assert!(
-                    prev.as_slice() < key.as_bytes(),
+                    prev.as_slice() < key,
                     "bencode keys out of order: {:?} after {:?}",
-                    key,
+                    String::from_utf8_lossy(key),
                     String::from_utf8_lossy(prev)
                 );
             }
-            *last = Some(key.as_bytes().to_vec());
+            *last = Some(key.to_vec());
         }
-        self.bytes(key.as_bytes())
+        self.bytes(key)
     }
 
     pub fn begin_list(&mut self) -> &mut Self {
