@@ -19,7 +19,7 @@ pub mod udp;
 
 pub use bencode::BencodeWriter;
 pub use error::ClientError;
-pub use params::Params;
+pub use params::{Params, percent_encode};
 pub use request::{AnnounceRequest, ScrapeRequest};
 pub use response::{AnnounceResponse, Scrape, ScrapeResponse};
 pub use types::{

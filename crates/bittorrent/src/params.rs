@@ -220,6 +220,24 @@ fn lowercase_tail(buf: &mut Vec<u8>, start: usize) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`): the form every client uses for `info_hash` and
+/// `peer_id`, and what [`Params`] decodes back to the same bytes.
+pub fn percent_encode(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            s.push(b as char);
+        } else {
+            s.push('%');
+            s.push(HEX[usize::from(b >> 4)] as char);
+            s.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+    s
+}
+
 /// Query-component decoding into `out`: `%XX` is a byte, `+` a space; a
 /// malformed escape is an error.
 fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), ClientError> {
@@ -360,6 +378,13 @@ mod tests {
             let q = format!("/p?{}={}", key, encode(&value));
             let p = Params::parse(q.as_bytes()).unwrap();
             prop_assert_eq!(p.get(&key), Some(value.as_slice()));
+        }
+
+        #[test]
+        fn percent_encode_round_trips(value in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let q = format!("/p?v={}", percent_encode(&value));
+            let p = Params::parse(q.as_bytes()).unwrap();
+            prop_assert_eq!(p.get("v"), Some(value.as_slice()));
         }
     }
 }
