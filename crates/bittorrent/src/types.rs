@@ -221,13 +221,15 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// The `event` of an announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Event {
-    /// A regular announce (no event, the empty string, or BEP 21 `paused`,
-    /// which changes nothing for the swarm).
+    /// A regular announce (no event, or the empty string).
     #[default]
     None,
     Started,
     Stopped,
     Completed,
+    /// BEP 21 `paused` (HTTP only; BEP 15 has no code for it): a regular
+    /// announce for the swarm, kept apart so accounting can tell it.
+    Paused,
 }
 
 impl Event {
@@ -241,7 +243,8 @@ impl Event {
         lower[..s.len()].copy_from_slice(s);
         lower.make_ascii_lowercase();
         match &lower[..s.len()] {
-            b"" | b"empty" | b"none" | b"paused" => Ok(Event::None),
+            b"" | b"empty" | b"none" => Ok(Event::None),
+            b"paused" => Ok(Event::Paused),
             b"started" => Ok(Event::Started),
             b"stopped" => Ok(Event::Stopped),
             b"completed" => Ok(Event::Completed),
@@ -266,6 +269,7 @@ impl Event {
             Event::Started => "started",
             Event::Stopped => "stopped",
             Event::Completed => "completed",
+            Event::Paused => "paused",
         }
     }
 }
@@ -321,7 +325,7 @@ mod tests {
     fn events() {
         assert_eq!(Event::parse(b"").unwrap(), Event::None);
         assert_eq!(Event::parse(b"started").unwrap(), Event::Started);
-        assert_eq!(Event::parse(b"paused").unwrap(), Event::None);
+        assert_eq!(Event::parse(b"paused").unwrap(), Event::Paused);
         assert_eq!(Event::parse(b"Completed").unwrap(), Event::Completed);
         assert!(Event::parse(b"completedx").is_err());
         assert_eq!(
