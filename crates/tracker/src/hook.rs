@@ -2,6 +2,7 @@
 
 use bittorrent::{AnnounceRequest, AnnounceResponse, ScrapeRequest, ScrapeResponse};
 
+use crate::telemetry::{Health, MetricSample};
 use crate::{ReadyOrBoxed, RequestContext, TrackerError};
 
 /// What a hook method returns: `Err` rejects the request (pre-hooks) and the
@@ -32,6 +33,14 @@ pub trait Hook: Send + Sync + 'static {
         _resp: &'a mut ScrapeResponse,
     ) -> HookFuture<'a> {
         ReadyOrBoxed::ready(Ok(()))
+    }
+
+    /// Metrics the hook exports, read at each scrape of `/metrics`.
+    fn metrics(&self, _out: &mut Vec<MetricSample>) {}
+
+    /// The hook's health, for `/health`.
+    fn health(&self) -> Health {
+        Health::Ok
     }
 
     /// Releases the hook's resources (background refreshes, connections).

@@ -23,6 +23,7 @@ mod logic;
 mod registry;
 pub mod stats;
 mod store;
+pub mod telemetry;
 
 #[cfg(feature = "bench")]
 pub mod benchmarks;

@@ -1,0 +1,109 @@
+//! The `privtrak` pre-hook: identify the user, record the announce, answer
+//! once its delta is durable.
+//!
+//! Identification and the record update are synchronous and allocate
+//! nothing; an announce with nothing to deliver is answered at once (a ready
+//! future). One with a delta waits for the journal's group sync (a boxed
+//! future; the UDP frontend goes on with other requests meanwhile).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use bittorrent::{AnnounceRequest, AnnounceResponse};
+use tracker::telemetry::{Health, MetricSample};
+use tracker::{HookFuture, ReadyOrBoxed, RequestContext};
+
+use crate::privtrak::{NotRecorded, Recorded};
+use crate::{Privtrak, UserIdentifier};
+
+/// A hook over a shared [`Privtrak`]: each reload builds a new one around
+/// the same state.
+pub struct PrivtrakHook {
+    privtrak: Arc<Privtrak>,
+    identifier: Box<dyn UserIdentifier>,
+    /// Hooks alive on this state; the last one to stop stops the state.
+    live: Arc<AtomicUsize>,
+}
+
+impl PrivtrakHook {
+    pub fn new(
+        privtrak: Arc<Privtrak>,
+        identifier: Box<dyn UserIdentifier>,
+        live: Arc<AtomicUsize>,
+    ) -> Self {
+        live.fetch_add(1, Ordering::AcqRel);
+        PrivtrakHook {
+            privtrak,
+            identifier,
+            live,
+        }
+    }
+
+    pub fn privtrak(&self) -> &Arc<Privtrak> {
+        &self.privtrak
+    }
+}
+
+impl tracker::Hook for PrivtrakHook {
+    fn handle_announce<'a>(
+        &'a self,
+        ctx: &'a mut RequestContext,
+        req: &'a AnnounceRequest,
+        _resp: &'a mut AnnounceResponse,
+    ) -> HookFuture<'a> {
+        let user = match self.identifier.identify(ctx, req) {
+            Ok(user) => user,
+            Err(e) => return ReadyOrBoxed::ready(Err(e.into())),
+        };
+        match self.privtrak.record(user, req, SystemTime::now()) {
+            Ok(Recorded::Nothing) => ReadyOrBoxed::ready(Ok(())),
+            Ok(Recorded::Pending(seq)) => ReadyOrBoxed::boxed(self.privtrak.durable(seq)),
+            // Back-pressure: wait for room (or refuse), off the fast path.
+            Err(NotRecorded::Full) => ReadyOrBoxed::boxed(self.privtrak.announce(user, req)),
+            Err(NotRecorded::Failed(e)) => ReadyOrBoxed::ready(Err(tracker::TrackerError::Store(
+                tracker::StoreError::Unavailable(format!("privtrak journal: {e}")),
+            ))),
+        }
+    }
+
+    fn metrics(&self, out: &mut Vec<MetricSample>) {
+        let p = &self.privtrak;
+        out.extend(p.metrics().samples(
+            p.pending(),
+            p.journal().unacknowledged_bytes(),
+            p.journal().syncs(),
+        ));
+    }
+
+    fn health(&self) -> Health {
+        let p = &self.privtrak;
+        if let Some(why) = p.journal().failed() {
+            return Health::Unavailable(format!("privtrak journal failed: {why}"));
+        }
+        let settings = p.settings();
+        let bytes = p.journal().unacknowledged_bytes();
+        if bytes >= settings.journal_max_bytes {
+            return Health::Unavailable(format!(
+                "privtrak: the journal is full ({bytes} bytes the handler has not taken); announces are refused"
+            ));
+        }
+        let (_, failed) = p.metrics().batches();
+        // Behind by more than a few batches, or failing: worth a look.
+        if p.pending() > 4 * settings.batch_size as u64 && failed > 0 {
+            return Health::Degraded(format!(
+                "privtrak: the handler is behind by {} deltas ({bytes} journal bytes)",
+                p.pending()
+            ));
+        }
+        Health::Ok
+    }
+
+    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
+        if self.live.fetch_sub(1, Ordering::AcqRel) > 1 {
+            // A reload: the new hook carries on with the same state.
+            return ReadyOrBoxed::ready(());
+        }
+        ReadyOrBoxed::boxed(self.privtrak.shutdown())
+    }
+}

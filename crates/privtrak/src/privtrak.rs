@@ -1,0 +1,455 @@
+//! [`Privtrak`]: the accounting state of one tracker process — records,
+//! journal, handler — and its life: open (restore), record announces, stop.
+//!
+//! It outlives configuration reloads: the hook the registry builds at each
+//! reload is a thin handle on the same `Privtrak` (see [`crate::register`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bittorrent::{AnnounceRequest, ClientError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::PrivtrakConfig;
+use crate::delta::{Delta, Report, account};
+use crate::handler::{DeltaHandler, baseline_after};
+use crate::journal::snapshot;
+use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::records::Records;
+use crate::{UserId, drain, upkeep};
+
+/// What announces are refused with while the handler is behind and the
+/// journal is full.
+pub const BUSY: ClientError = ClientError::new("tracker busy, try again later");
+
+/// Why privtrak could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("journal_path: {0}")]
+    Journal(#[from] JournalError),
+    #[error("handler: {0}")]
+    Handler(String),
+    #[error(
+        "journal_path: the journal {journal} ends at entry {last} but the handler has applied up to {applied}: the journal was replaced or cut; move it away to start a new one"
+    )]
+    Behind {
+        journal: String,
+        last: u64,
+        applied: u64,
+    },
+}
+
+/// Options that may change while running (a reload applies them).
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub gc_interval: Duration,
+    pub peer_lifetime: u32,
+    pub reporting_interval: Duration,
+    pub journal_max_bytes: u64,
+    pub max_wait: Duration,
+    pub shutdown_timeout: Duration,
+    pub snapshot_interval: Duration,
+}
+
+impl Settings {
+    fn of(c: &PrivtrakConfig) -> Self {
+        Settings {
+            batch_size: c.batch_size,
+            flush_interval: c.flush_interval.0,
+            gc_interval: c.gc_interval.0,
+            peer_lifetime: c.peer_lifetime.0.as_secs().min(u64::from(u32::MAX)) as u32,
+            reporting_interval: c.prometheus_reporting_interval.0,
+            journal_max_bytes: c.journal_max_bytes.0,
+            max_wait: c.max_wait.0,
+            shutdown_timeout: c.shutdown_timeout.0,
+            snapshot_interval: c.snapshot_interval.0,
+        }
+    }
+}
+
+/// What recording an announce needs next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Nothing to deliver: answer now.
+    Nothing,
+    /// The delta is journal entry `seq`: answer once it is durable.
+    Pending(u64),
+}
+
+/// Why an announce was not recorded.
+#[derive(Debug)]
+pub enum NotRecorded {
+    /// The journal holds `journal_max_bytes` the handler has not taken.
+    Full,
+    /// The journal failed (a disk error): nothing can be recorded.
+    Failed(JournalError),
+}
+
+pub(crate) fn unix_secs(t: SystemTime) -> u32 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+}
+
+/// The accounting of one tracker process.
+pub struct Privtrak {
+    pub(crate) settings: ArcSwap<Settings>,
+    pub(crate) records: Records,
+    pub(crate) journal: Journal,
+    pub(crate) handler: Arc<dyn DeltaHandler>,
+    pub(crate) metrics: Metrics,
+    /// Restarts restore baselines from a local snapshot (the handler keeps
+    /// none).
+    pub(crate) snapshots: bool,
+    /// Every entry up to this is covered by the snapshot on disk.
+    pub(crate) snapshot_through: AtomicU64,
+    /// Every entry up to this is applied by the handler.
+    pub(crate) acked_through: AtomicU64,
+    /// When this process started (unix seconds): restored records are not
+    /// expired for a peer lifetime after it, since their peers could not
+    /// announce while the tracker was down.
+    pub(crate) started_at: u32,
+    pub(crate) stop: watch::Sender<bool>,
+    closed: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The configuration it was opened with (what a reload cannot change).
+    fixed: PrivtrakConfig,
+}
+
+impl std::fmt::Debug for Privtrak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Privtrak")
+            .field("journal", &self.journal.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Privtrak {
+    /// Opens the journal, restores the baselines (from the handler when it
+    /// keeps them, else from the snapshot) and the journal after them, and
+    /// starts handing the handler what it has not applied. Must run inside a
+    /// tokio runtime, which the background work is spawned on.
+    pub async fn open(
+        config: &PrivtrakConfig,
+        handler: Arc<dyn DeltaHandler>,
+    ) -> Result<Arc<Self>, OpenError> {
+        let started = Instant::now();
+        let opened = Journal::open(
+            &config.journal_path,
+            config.journal_sync_interval.0,
+            config.journal_segment_bytes.0,
+        )?;
+        let journal = opened.journal;
+        let id = journal.id();
+        let applied = handler
+            .applied_through(id)
+            .await
+            .map_err(|e| OpenError::Handler(e.to_string()))?;
+        if applied > opened.last_seq {
+            return Err(OpenError::Behind {
+                journal: journal.dir().display().to_string(),
+                last: opened.last_seq,
+                applied,
+            });
+        }
+        let records = Records::new(config.shard_count);
+        let snapshots = !handler.keeps_baselines();
+        let put = |r: crate::records::PeerRecord| {
+            records.update(r.user, &r.info_hash, &r.peer_id, |_| (Some(r.baseline), ()));
+        };
+        let mut restored = 0u64;
+        let mut snapshot_through = 0;
+        let replay_from = if snapshots {
+            // Start-up: blocking the runtime thread while the files are read
+            // is what the start is waiting for anyway.
+            let header = snapshot::load(journal.dir(), |r| {
+                restored += 1;
+                put(r)
+            })?;
+            match header {
+                Some(h) if h.journal == id => {
+                    snapshot_through = h.through;
+                    h.through + 1
+                }
+                Some(h) => {
+                    tracing::warn!(snapshot = %h.journal, journal = %id, "privtrak: the snapshot belongs to another journal; ignoring it");
+                    opened.first_seq
+                }
+                None => opened.first_seq,
+            }
+        } else {
+            let mut sink = |r: crate::records::PeerRecord| {
+                restored += 1;
+                put(r)
+            };
+            handler
+                .load_baselines(id, &mut sink)
+                .await
+                .map_err(|e| OpenError::Handler(e.to_string()))?;
+            applied + 1
+        };
+        if replay_from < opened.first_seq && opened.first_seq > 1 {
+            tracing::warn!(
+                from = replay_from,
+                first = opened.first_seq,
+                "privtrak: journal entries the baselines need are gone; their peers start from their next announce"
+            );
+        }
+        // Replay the journal over the baselines, and count what the handler
+        // still has to take.
+        let mut reader = journal.reader(replay_from.min(applied + 1).max(opened.first_seq));
+        let mut replayed = 0u64;
+        let mut unacked_bytes = 0u64;
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            buf.clear();
+            let (n, _) = reader.read(4096, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for d in &buf {
+                if d.seq > applied {
+                    unacked_bytes += crate::journal::RECORD_LEN as u64;
+                }
+                if d.seq >= replay_from {
+                    replayed += 1;
+                    records.update(d.user, &d.info_hash, &d.peer_id, |_| {
+                        (baseline_after(d), ())
+                    });
+                }
+            }
+        }
+        journal.count_unacknowledged(unacked_bytes);
+        let (records_held, users) = records.counts();
+        tracing::info!(
+            journal = %journal.dir().display(),
+            id = %id,
+            restored,
+            replayed,
+            records = records_held,
+            users,
+            unacknowledged = opened.last_seq - applied,
+            truncated_bytes = opened.truncated,
+            took_ms = started.elapsed().as_millis() as u64,
+            "privtrak restored"
+        );
+        let (stop, _) = watch::channel(false);
+        let privtrak = Arc::new(Privtrak {
+            settings: ArcSwap::from_pointee(Settings::of(config)),
+            records,
+            journal,
+            handler,
+            metrics: Metrics::default(),
+            snapshots,
+            snapshot_through: AtomicU64::new(snapshot_through),
+            acked_through: AtomicU64::new(applied),
+            started_at: unix_secs(SystemTime::now()),
+            stop,
+            closed: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+            fixed: config.clone(),
+        });
+        privtrak.metrics.set_counts(records_held, users);
+        let tasks = vec![
+            tokio::spawn(drain::run(Arc::clone(&privtrak), applied + 1)),
+            tokio::spawn(upkeep::run(Arc::clone(&privtrak))),
+        ];
+        *privtrak
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = tasks;
+        Ok(privtrak)
+    }
+
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Applies the options a running tracker can change; warns about the
+    /// others (they take effect at the next start).
+    pub fn reconfigure(&self, config: &PrivtrakConfig) {
+        if config.fixed() != self.fixed.fixed() {
+            tracing::warn!(
+                "privtrak: shard_count, journal_path, journal_segment_bytes and handler take effect at the next start; the running ones stay"
+            );
+        }
+        self.journal
+            .set_sync_interval(config.journal_sync_interval.0);
+        self.settings.store(Arc::new(Settings::of(config)));
+    }
+
+    /// Records one announce of `user`: updates the peer's baseline and, when
+    /// there is something to deliver, appends the delta to the journal.
+    pub fn record(
+        &self,
+        user: UserId,
+        req: &AnnounceRequest,
+        now: SystemTime,
+    ) -> Result<Recorded, NotRecorded> {
+        let settings = self.settings();
+        if self.journal.unacknowledged_bytes() >= settings.journal_max_bytes {
+            return Err(NotRecorded::Full);
+        }
+        let report = Report {
+            event: req.event.into(),
+            uploaded: req.uploaded,
+            downloaded: req.downloaded,
+            left: req.left,
+            now: unix_secs(now),
+        };
+        let peer = req.peer;
+        self.records.update(user, &req.info_hash, &peer.id, |prev| {
+            let outcome = account(prev, &report, settings.peer_lifetime);
+            let Some(credit) = outcome.credit else {
+                return (outcome.next, Ok(Recorded::Nothing));
+            };
+            let mut delta = Delta {
+                seq: 0,
+                user,
+                info_hash: req.info_hash,
+                peer_id: peer.id,
+                addr: Some(peer.addr()),
+                event: report.event,
+                uploaded: credit.uploaded,
+                downloaded: credit.downloaded,
+                left: req.left,
+                seed_seconds: credit.seed_seconds,
+                leech_seconds: credit.leech_seconds,
+                reported_at: now,
+                total_uploaded: req.uploaded,
+                total_downloaded: req.downloaded,
+            };
+            match self.journal.append(&mut delta) {
+                Ok(seq) => (outcome.next, Ok(Recorded::Pending(seq))),
+                // Not journaled: the baseline must not move.
+                Err(e) => (prev.copied(), Err(NotRecorded::Failed(e))),
+            }
+        })
+    }
+
+    /// Records an announce and waits until its delta is durable, waiting up
+    /// to `max_wait` for room in the journal. The error is the client's.
+    pub async fn announce(
+        &self,
+        user: UserId,
+        req: &AnnounceRequest,
+    ) -> Result<(), tracker::TrackerError> {
+        let deadline = Instant::now() + self.settings().max_wait;
+        loop {
+            match self.record(user, req, SystemTime::now()) {
+                Ok(Recorded::Nothing) => return Ok(()),
+                Ok(Recorded::Pending(seq)) => return self.durable(seq).await,
+                Err(NotRecorded::Full) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        self.metrics.busy.fetch_add(1, Ordering::Relaxed);
+                        return Err(BUSY.into());
+                    }
+                    let _ = tokio::time::timeout(left, self.journal.acknowledged()).await;
+                }
+                Err(NotRecorded::Failed(e)) => return Err(unavailable(&e)),
+            }
+        }
+    }
+
+    /// Waits until journal entry `seq` is durable.
+    pub async fn durable(&self, seq: u64) -> Result<(), tracker::TrackerError> {
+        self.journal.durable(seq).await.map_err(|e| unavailable(&e))
+    }
+
+    /// How many records one user has on one torrent.
+    pub fn peers_of(&self, user: UserId, info_hash: &bittorrent::InfoHash) -> usize {
+        self.records.peers_of(user, info_hash)
+    }
+
+    /// The baseline of a peer, if privtrak has a record of it.
+    pub fn baseline(
+        &self,
+        user: UserId,
+        info_hash: &bittorrent::InfoHash,
+        peer_id: &bittorrent::PeerId,
+    ) -> Option<crate::Baseline> {
+        self.records.get(user, info_hash, peer_id)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Entries the handler has applied.
+    pub fn acked_through(&self) -> u64 {
+        self.acked_through.load(Ordering::Acquire)
+    }
+
+    /// Entries appended that the handler has not applied yet.
+    pub fn pending(&self) -> u64 {
+        self.journal.last_seq().saturating_sub(self.acked_through())
+    }
+
+    /// Bytes a heap profile would attribute to the records.
+    pub fn heap_bytes(&self) -> usize {
+        self.records.heap_bytes()
+    }
+
+    /// Records held and users with one.
+    pub fn counts(&self) -> (usize, usize) {
+        self.records.counts()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops: hands the handler everything pending (waiting at most
+    /// `shutdown_timeout`; what it has not taken stays in the journal for the
+    /// next start), writes a snapshot where restarts use one, closes the
+    /// journal and the handler. Announces must have stopped. Runs once.
+    pub async fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let timeout = self.settings().shutdown_timeout;
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let deadline = Instant::now() + timeout;
+        for mut task in tasks {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, &mut task).await.is_err() {
+                task.abort();
+                tracing::warn!(
+                    pending = self.pending(),
+                    "privtrak: the handler did not take everything within shutdown_timeout; the rest stays in the journal for the next start"
+                );
+            }
+        }
+        if self.snapshots {
+            match upkeep::snapshot(self).await {
+                Ok(count) => tracing::info!(records = count, "privtrak snapshot written"),
+                Err(e) => {
+                    tracing::error!(error = %e, "privtrak: the snapshot at stop failed; the next start replays the journal")
+                }
+            }
+        }
+        let pending = self.pending();
+        self.journal.close();
+        if let Err(e) = self.handler.close().await {
+            tracing::warn!(error = %e, "privtrak: closing the handler failed");
+        }
+        tracing::info!(pending, applied = self.acked_through(), "privtrak stopped");
+    }
+}
+
+fn unavailable(e: &JournalError) -> tracker::TrackerError {
+    tracker::TrackerError::Store(tracker::StoreError::Unavailable(format!(
+        "privtrak journal: {e}"
+    )))
+}

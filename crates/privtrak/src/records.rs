@@ -1,0 +1,351 @@
+//! The per-peer records: one baseline per (user, info hash, peer id).
+//!
+//! Two clients of one user on one torrent are two records (privtrak kept one
+//! per user and torrent, so they overwrote each other's baseline).
+//!
+//! Layout, for memory (goal: at most 64 bytes a tracked peer): records are
+//! sharded by user; a shard maps each user to one sorted vector of 45-byte
+//! packed records `(torrent id, peer id, uploaded, downloaded, last seen,
+//! seeding)`. The user's 16 bytes are stored once per user and the info
+//! hash once per torrent ([`Torrents`]); the vectors grow by an eighth, not
+//! double, so they stay nearly full. A lookup is a hash probe and a binary
+//! search over one user's peers.
+//!
+//! Every change runs under the shard's lock through [`Records::update`],
+//! whose closure is where the caller appends to the journal: a peer's
+//! baseline changes and its journal entries are written in the same order.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bittorrent::{InfoHash, PeerId};
+use hashbrown::HashMap;
+
+use crate::UserId;
+use crate::delta::Baseline;
+use crate::torrents::{TorrentId, Torrents};
+
+/// One peer's baseline, packed (no padding: 45 bytes).
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+struct Rec {
+    torrent: u32,
+    peer_id: [u8; 20],
+    uploaded: u64,
+    downloaded: u64,
+    last_seen: u32,
+    seeding: bool,
+}
+
+impl Rec {
+    fn key(&self) -> (u32, [u8; 20]) {
+        (self.torrent, self.peer_id)
+    }
+
+    fn baseline(&self) -> Baseline {
+        Baseline {
+            uploaded: self.uploaded,
+            downloaded: self.downloaded,
+            last_seen: self.last_seen,
+            seeding: self.seeding,
+        }
+    }
+
+    fn set(&mut self, b: &Baseline) {
+        self.uploaded = b.uploaded;
+        self.downloaded = b.downloaded;
+        self.last_seen = b.last_seen;
+        self.seeding = b.seeding;
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    users: HashMap<UserId, Vec<Rec>>,
+}
+
+/// A record as a snapshot or an expiry sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerRecord {
+    pub user: UserId,
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub baseline: Baseline,
+}
+
+pub(crate) struct Records {
+    shards: Box<[Mutex<Shard>]>,
+    torrents: Torrents,
+}
+
+/// Grows `v` by an eighth (at least one) when full, so a vector is at least
+/// ~89 % used; doubling would leave a quarter empty on average.
+fn reserve_one(v: &mut Vec<Rec>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 8).max(1));
+    }
+}
+
+impl Records {
+    pub fn new(shard_count: usize) -> Self {
+        Records {
+            shards: (0..shard_count.max(1)).map(|_| Mutex::default()).collect(),
+            torrents: Torrents::new(),
+        }
+    }
+
+    fn shard_index(&self, user: &UserId) -> usize {
+        // FNV-1a: passkeys are random but site ids are sequential in the low
+        // bytes, so mix all sixteen.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in user.0 {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h % self.shards.len() as u64) as usize
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the baseline of (user, info hash, peer) under its shard's
+    /// lock and stores what `f` returns as the new baseline (`None` removes
+    /// the record). `f` also returns a value for the caller.
+    pub fn update<R>(
+        &self,
+        user: UserId,
+        info_hash: &InfoHash,
+        peer_id: &PeerId,
+        f: impl FnOnce(Option<&Baseline>) -> (Option<Baseline>, R),
+    ) -> R {
+        let mut shard = self.lock(self.shard_index(&user));
+        if let Some(t) = self.torrents.get(info_hash)
+            && let Some(recs) = shard.users.get_mut(&user)
+            && let Ok(i) = recs.binary_search_by(|r| r.key().cmp(&(t.0, peer_id.0)))
+        {
+            let (next, out) = f(Some(&recs[i].baseline()));
+            match next {
+                Some(b) => recs[i].set(&b),
+                None => {
+                    recs.remove(i);
+                    if recs.is_empty() {
+                        shard.users.remove(&user);
+                    }
+                    self.torrents.release(t);
+                }
+            }
+            return out;
+        }
+        let (next, out) = f(None);
+        if let Some(b) = next {
+            let torrent = self.torrents.acquire(info_hash);
+            let recs = shard.users.entry(user).or_default();
+            let key = (torrent.0, peer_id.0);
+            let at = recs
+                .binary_search_by(|r| r.key().cmp(&key))
+                .unwrap_or_else(|at| at);
+            reserve_one(recs);
+            let mut rec = Rec {
+                torrent: torrent.0,
+                peer_id: peer_id.0,
+                uploaded: 0,
+                downloaded: 0,
+                last_seen: 0,
+                seeding: false,
+            };
+            rec.set(&b);
+            recs.insert(at, rec);
+        }
+        out
+    }
+
+    /// The baseline of one peer, if there is a record.
+    pub fn get(&self, user: UserId, info_hash: &InfoHash, peer_id: &PeerId) -> Option<Baseline> {
+        self.update(user, info_hash, peer_id, |b| (b.copied(), b.copied()))
+    }
+
+    /// How many records one user has on one torrent (its active peers).
+    pub fn peers_of(&self, user: UserId, info_hash: &InfoHash) -> usize {
+        let shard = self.lock(self.shard_index(&user));
+        let (Some(t), Some(recs)) = (self.torrents.get(info_hash), shard.users.get(&user)) else {
+            return 0;
+        };
+        let start = recs.partition_point(|r| { r.torrent } < t.0);
+        let end = recs.partition_point(|r| { r.torrent } <= t.0);
+        end - start
+    }
+
+    /// Removes every record for which `expired(baseline)` holds, one shard at
+    /// a time, calling `removed` for each under that shard's lock (so the
+    /// journal entry of an expiry is ordered with the peer's announces).
+    pub fn remove_where(
+        &self,
+        mut expired: impl FnMut(&Baseline) -> bool,
+        mut removed: impl FnMut(&PeerRecord),
+    ) -> usize {
+        let mut count = 0;
+        for i in 0..self.shards.len() {
+            let mut shard = self.lock(i);
+            shard.users.retain(|user, recs| {
+                recs.retain(|r| {
+                    let baseline = r.baseline();
+                    if !expired(&baseline) {
+                        return true;
+                    }
+                    let torrent = TorrentId(r.torrent);
+                    removed(&PeerRecord {
+                        user: *user,
+                        info_hash: self.torrents.info_hash(torrent),
+                        peer_id: PeerId(r.peer_id),
+                        baseline,
+                    });
+                    self.torrents.release(torrent);
+                    count += 1;
+                    false
+                });
+                if recs.len() * 2 < recs.capacity() {
+                    recs.shrink_to_fit();
+                }
+                !recs.is_empty()
+            });
+        }
+        count
+    }
+
+    /// Visits every record, one shard at a time (a snapshot).
+    pub fn for_each(&self, mut visit: impl FnMut(&PeerRecord)) {
+        for i in 0..self.shards.len() {
+            let shard = self.lock(i);
+            for (user, recs) in &shard.users {
+                for r in recs {
+                    visit(&PeerRecord {
+                        user: *user,
+                        info_hash: self.torrents.info_hash(TorrentId(r.torrent)),
+                        peer_id: PeerId(r.peer_id),
+                        baseline: r.baseline(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Records held, and users with at least one.
+    pub fn counts(&self) -> (usize, usize) {
+        let mut records = 0;
+        let mut users = 0;
+        for i in 0..self.shards.len() {
+            let shard = self.lock(i);
+            users += shard.users.len();
+            records += shard.users.values().map(Vec::len).sum::<usize>();
+        }
+        (records, users)
+    }
+
+    /// Heap bytes held by the records (capacities), for the memory benchmark.
+    pub fn heap_bytes(&self) -> usize {
+        let mut bytes = self.torrents.heap_bytes();
+        for i in 0..self.shards.len() {
+            let shard = self.lock(i);
+            bytes += shard.users.allocation_size();
+            bytes += shard
+                .users
+                .values()
+                .map(|v| v.capacity() * std::mem::size_of::<Rec>())
+                .sum::<usize>();
+        }
+        bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(up: u64, last: u32) -> Baseline {
+        Baseline {
+            uploaded: up,
+            downloaded: 0,
+            last_seen: last,
+            seeding: false,
+        }
+    }
+
+    #[test]
+    fn a_record_is_packed() {
+        assert_eq!(std::mem::size_of::<Rec>(), 45);
+    }
+
+    #[test]
+    fn records_per_user_torrent_and_peer() {
+        let r = Records::new(4);
+        let (u1, u2) = (UserId([1; 16]), UserId([2; 16]));
+        let (t1, t2) = (InfoHash([1; 20]), InfoHash([2; 20]));
+        let (p1, p2) = (PeerId([1; 20]), PeerId([2; 20]));
+        for (u, t, p, up) in [
+            (u1, t1, p1, 10),
+            (u1, t1, p2, 20),
+            (u1, t2, p1, 30),
+            (u2, t1, p1, 40),
+        ] {
+            r.update(u, &t, &p, |prev| {
+                assert!(prev.is_none());
+                (Some(b(up, 1)), ())
+            });
+        }
+        assert_eq!(r.get(u1, &t1, &p1), Some(b(10, 1)));
+        assert_eq!(r.get(u1, &t1, &p2), Some(b(20, 1)));
+        assert_eq!(r.get(u1, &t2, &p1), Some(b(30, 1)));
+        assert_eq!(r.get(u2, &t1, &p1), Some(b(40, 1)));
+        assert_eq!(r.get(u2, &t2, &p1), None);
+        assert_eq!(r.peers_of(u1, &t1), 2);
+        assert_eq!(r.peers_of(u1, &t2), 1);
+        assert_eq!(r.peers_of(u2, &t2), 0);
+        assert_eq!(r.counts(), (4, 2));
+        assert_eq!(r.torrents.len(), 2);
+
+        // Update, then remove.
+        r.update(u1, &t1, &p1, |prev| {
+            assert_eq!(prev, Some(&b(10, 1)));
+            (Some(b(15, 2)), ())
+        });
+        assert_eq!(r.get(u1, &t1, &p1), Some(b(15, 2)));
+        r.update(u1, &t2, &p1, |_| (None, ()));
+        assert_eq!(r.get(u1, &t2, &p1), None);
+        assert_eq!(r.torrents.len(), 1, "t2 has no records left");
+
+        // Expire everything last seen before 2.
+        let mut gone = Vec::new();
+        let n = r.remove_where(|b| b.last_seen < 2, |rec| gone.push(*rec));
+        assert_eq!(n, 2);
+        gone.sort_by_key(|g| (g.user, g.peer_id));
+        assert_eq!(gone[0].peer_id, p2);
+        assert_eq!(gone[1].user, u2);
+        assert_eq!(r.counts(), (1, 1));
+        let mut seen = Vec::new();
+        r.for_each(|rec| seen.push(*rec));
+        assert_eq!(
+            seen,
+            [PeerRecord {
+                user: u1,
+                info_hash: t1,
+                peer_id: p1,
+                baseline: b(15, 2)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_closure_that_creates_nothing_leaves_nothing() {
+        let r = Records::new(1);
+        r.update(
+            UserId([1; 16]),
+            &InfoHash([1; 20]),
+            &PeerId([1; 20]),
+            |_| (None, ()),
+        );
+        assert_eq!(r.counts(), (0, 0));
+        assert_eq!(r.torrents.len(), 0);
+    }
+}
