@@ -1,0 +1,384 @@
+//! The client against real sockets on 127.0.0.1 and ::1: servers that answer
+//! with fixed bytes (so every framing and every broken reply is exact), one
+//! that never answers, one that refuses, and an HTTPS server whose
+//! self-signed certificate is trusted only through a CA file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_client::{Client, Error, SetupError, StatusCode, Url, header};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+
+/// A server that answers every connection with `reply` and closes; it keeps
+/// the request heads it read.
+struct Canned {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Canned {
+    async fn start(reply: &'static [u8]) -> Canned {
+        Canned::start_on("127.0.0.1:0", reply, None).await
+    }
+
+    async fn start_on(
+        bind: &str,
+        reply: &'static [u8],
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Canned {
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let seen = seen.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        None => answer(s, reply, &seen).await,
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(s).await {
+                                answer(s, reply, &seen).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Canned {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        Url::parse(&format!("http://{}{path}", self.addr)).unwrap()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Canned {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    reply: &[u8],
+    seen: &Mutex<Vec<String>>,
+) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    seen.lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&head).into_owned());
+    let _ = s.write_all(reply).await;
+    let _ = s.shutdown().await;
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn get(reply: &'static [u8]) -> Result<http_client::Response, Error> {
+    let server = Canned::start(reply).await;
+    client().get(&server.url("/")).await
+}
+
+#[tokio::test]
+async fn sends_one_get_with_host_and_the_callers_headers() {
+    let server =
+        Canned::start(b"HTTP/1.1 200 OK\r\nX-Test: yes\r\nContent-Length: 2\r\n\r\nhi").await;
+    let client = Client::builder()
+        .header(header::USER_AGENT, header::HeaderValue::from_static("t/1"))
+        .header(
+            header::ACCEPT,
+            header::HeaderValue::from_static("application/json"),
+        )
+        .build()
+        .unwrap();
+    let r = client.get(&server.url("/a/b?x=1&y=%00")).await.unwrap();
+    assert_eq!((r.status, r.reason.as_str()), (StatusCode::OK, "OK"));
+    assert_eq!(r.headers["x-test"], "yes");
+    assert_eq!(&r.body[..], b"hi");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let head = requests[0].to_ascii_lowercase();
+    assert!(
+        head.starts_with("get /a/b?x=1&y=%00 http/1.1\r\n"),
+        "{head}"
+    );
+    for want in [
+        format!("host: {}\r\n", server.addr),
+        "user-agent: t/1\r\n".into(),
+        "accept: application/json\r\n".into(),
+        "connection: close\r\n".into(),
+    ] {
+        assert!(head.contains(&want), "no {want:?} in {head}");
+    }
+}
+
+#[tokio::test]
+async fn reads_every_framing() {
+    // Content-Length: what follows the body is not part of it.
+    let r = get(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}xx")
+        .await
+        .unwrap();
+    assert_eq!(&r.body[..], b"{}");
+    // Chunks, with an extension.
+    let r = get(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{\"\r\n3;x=y\r\nab\"\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(&r.body[..], b"{\"ab\"");
+    let r =
+        get(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1\r\n!\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+    assert_eq!(&r.body[..], b"hi!");
+    // HTTP/1.0, the body delimited by the close.
+    let r = get(b"HTTP/1.0 404 Not Found\r\n\r\nnope").await.unwrap();
+    assert_eq!(
+        (r.status, r.reason.as_str(), &r.body[..]),
+        (StatusCode::NOT_FOUND, "Not Found", &b"nope"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_status_other_than_200_is_an_error_on_request() {
+    let e = get(b"HTTP/1.0 404 Not Found\r\n\r\nnope\r\n")
+        .await
+        .unwrap()
+        .require_ok()
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        Error::Status {
+            status: StatusCode::NOT_FOUND,
+            ..
+        }
+    ));
+    assert_eq!(e.to_string(), "HTTP 404 Not Found (body: \"nope\")");
+    assert!(!e.is_transport());
+    // The server's own reason phrase is kept.
+    let e = get(b"HTTP/1.1 503 Come Back Later\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap()
+        .require_ok()
+        .unwrap_err();
+    assert_eq!(e.to_string(), "HTTP 503 Come Back Later (body: \"\")");
+    let r = get(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.require_ok().is_err(), "only 200 is success");
+}
+
+#[tokio::test]
+async fn broken_replies_are_errors() {
+    for reply in [
+        &b"garbage"[..],
+        b"SSH-2.0\r\n\r\n",
+        b"",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nh",
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nhi",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n",
+    ] {
+        let e = get(reply).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Reply { .. }),
+            "{:?}: {e:?}",
+            String::from_utf8_lossy(reply)
+        );
+        assert!(
+            e.to_string().starts_with("bad HTTP reply from 127.0.0.1:"),
+            "{e}"
+        );
+        assert!(!e.is_transport());
+    }
+}
+
+#[tokio::test]
+async fn bodies_are_bounded() {
+    let client = Client::builder().max_body(4).build().unwrap();
+    let declared = Canned::start(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+    let e = client.get(&declared.url("/")).await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { limit: 4 }), "{e:?}");
+    assert_eq!(e.to_string(), "the reply is larger than 4 bytes");
+    let chunked = Canned::start(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
+    )
+    .await;
+    let e = client.get(&chunked.url("/")).await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { limit: 4 }), "{e:?}");
+    let close = Canned::start(b"HTTP/1.0 200 OK\r\n\r\nhello").await;
+    let e = client.get(&close.url("/")).await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { limit: 4 }), "{e:?}");
+    let fits = Canned::start(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhell").await;
+    assert_eq!(&client.get(&fits.url("/")).await.unwrap().body[..], b"hell");
+}
+
+#[tokio::test]
+async fn the_deadline_covers_the_whole_exchange() {
+    // Connected (the kernel accepts into the backlog), never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let client = Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let e = client
+        .get(&Url::parse(&format!("http://{addr}/")).unwrap())
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!("no whole reply from {addr} within 300ms")
+    );
+    assert!(e.is_transport());
+}
+
+#[tokio::test]
+async fn a_refused_connection_names_the_address() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = client()
+        .get(&Url::parse(&format!("http://{addr}/")).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!("cannot connect to {addr}: ")),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+    assert!(e.is_transport());
+}
+
+#[tokio::test]
+async fn ipv6_literal_hosts() {
+    let server = Canned::start_on(
+        "[::1]:0",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv6",
+        None,
+    )
+    .await;
+    let url = Url::parse(&format!("http://[::1]:{}/x", server.addr.port())).unwrap();
+    let r = client().get(&url).await.unwrap();
+    assert_eq!(&r.body[..], b"v6");
+    let head = server.requests()[0].to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("host: [::1]:{}\r\n", server.addr.port())),
+        "{head}"
+    );
+}
+
+/// A scratch directory of this test process.
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("karuta-http-client-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for `names`, whose PEM
+/// is written to `ca_file`.
+fn tls_acceptor(names: &[&str], ca_file: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
+    std::fs::write(ca_file, cert.cert.pem()).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let certs = vec![CertificateDer::from(cert.cert.der().to_vec())];
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn https_trusts_an_extra_ca_file() {
+    let dir = scratch("https");
+    let ca_file = dir.join("ca.pem");
+    let acceptor = tls_acceptor(&["localhost", "::1"], &ca_file);
+    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret";
+    let v4 = Canned::start_on("127.0.0.1:0", reply, Some(acceptor.clone())).await;
+    let v6 = Canned::start_on("[::1]:0", reply, Some(acceptor)).await;
+    let by_name = Url::parse(&format!("https://localhost:{}/k", v4.addr.port())).unwrap();
+    let by_ip = Url::parse(&format!("https://[::1]:{}/k", v6.addr.port())).unwrap();
+
+    // The Mozilla roots alone do not trust it.
+    let e = client().get(&by_name).await.unwrap_err();
+    assert!(matches!(e, Error::Tls { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("TLS handshake with localhost failed: "),
+        "{text}"
+    );
+    assert!(text.contains("certificate"), "{text}");
+
+    let trusting = Client::builder().ca_file(&ca_file).build().unwrap();
+    for url in [&by_name, &by_ip] {
+        let r = trusting.get(url).await.unwrap();
+        assert_eq!(&r.body[..], b"secret", "{url}");
+    }
+    // The certificate names localhost and ::1, not 127.0.0.1.
+    let wrong_name = Url::parse(&format!("https://127.0.0.1:{}/k", v4.addr.port())).unwrap();
+    let e = trusting.get(&wrong_name).await.unwrap_err();
+    assert!(matches!(e, Error::Tls { .. }), "{e:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ca_files_that_cannot_be_used_are_setup_errors() {
+    let dir = scratch("ca-files");
+    let missing = dir.join("missing.pem");
+    let e = Client::builder().ca_file(&missing).build().unwrap_err();
+    assert!(matches!(e, SetupError::CaFileUnreadable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("cannot read {missing:?}: ")),
+        "{e}"
+    );
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let e = Client::builder().ca_file(&empty).build().unwrap_err();
+    assert_eq!(e.to_string(), format!("no certificate in {empty:?}"));
+    let junk = dir.join("junk.pem");
+    std::fs::write(
+        &junk,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = Client::builder().ca_file(&junk).build().unwrap_err();
+    assert!(matches!(e, SetupError::CaFileUnusable { .. }), "{e:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
