@@ -61,6 +61,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod delta;
 mod drain;
 pub mod handler;

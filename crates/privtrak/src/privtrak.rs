@@ -448,6 +448,22 @@ impl Privtrak {
     }
 }
 
+impl Privtrak {
+    /// Stops as a killed process would (for tests): background work is
+    /// aborted, nothing more is handed over, no snapshot is written; only
+    /// what is in the journal's files survives.
+    #[cfg(feature = "testing")]
+    pub async fn crash(&self) {
+        self.closed.store(true, Ordering::Release);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        self.journal.close();
+    }
+}
+
 fn unavailable(e: &JournalError) -> tracker::TrackerError {
     tracker::TrackerError::Store(tracker::StoreError::Unavailable(format!(
         "privtrak journal: {e}"
