@@ -50,7 +50,7 @@ fn delta(n: u64) -> Delta {
         info_hash: InfoHash([(n % 2) as u8 + 1; 20]),
         peer_id: PeerId([(n % 5) as u8; 20]),
         addr: Some("192.0.2.1:6881".parse().expect("an address")),
-        event: if n % 7 == 0 {
+        event: if n.is_multiple_of(7) {
             DeltaEvent::Completed
         } else {
             DeltaEvent::None
