@@ -21,10 +21,18 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Runs until privtrak stops and everything appended is handed over (or the
-/// task is aborted at the shutdown deadline).
-pub(crate) async fn run(p: Arc<Privtrak>, from: u64) {
-    let mut reader = p.journal.reader(from);
+/// task is aborted at the shutdown deadline). `applied` is the handler's
+/// position, when it said at open.
+pub(crate) async fn run(p: Arc<Privtrak>, applied: Option<u64>) {
     let mut stop = p.stop.subscribe();
+    let applied = match applied {
+        Some(applied) => applied,
+        None => match learn_position(&p, &mut stop).await {
+            Some(applied) => applied,
+            None => return,
+        },
+    };
+    let mut reader = p.journal.reader(applied + 1);
     let mut deltas = Vec::new();
     loop {
         let next = reader.position();
@@ -84,14 +92,51 @@ pub(crate) async fn run(p: Arc<Privtrak>, from: u64) {
         p.metrics
             .deltas_applied
             .fetch_add(n as u64, Ordering::Relaxed);
-        let mut keep_after = batch.id.last;
-        if p.snapshots {
-            keep_after = keep_after.min(p.snapshot_through.load(Ordering::Acquire));
-        }
+        let keep_after = batch
+            .id
+            .last
+            .min(p.snapshot_through.load(Ordering::Acquire));
         if let Err(e) = p.journal.trim_through(keep_after) {
             tracing::warn!(error = %e, "privtrak: cannot delete an old journal segment");
         }
         deltas = batch.deltas;
+    }
+}
+
+/// Asks the handler what it has applied until it answers (or privtrak
+/// stops); counts what it has as acknowledged.
+async fn learn_position(
+    p: &Privtrak,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<u64> {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match p.handler.applied_through(p.journal.id()).await {
+            Ok(applied) if applied > p.journal.last_seq() => {
+                tracing::error!(
+                    applied,
+                    last = p.journal.last_seq(),
+                    "privtrak: the handler has applied more than this journal holds (the journal was replaced or cut); nothing is handed over until a restart with a new journal"
+                );
+                return None;
+            }
+            Ok(applied) => {
+                tracing::info!(applied, "privtrak: the handler answered; handing over");
+                p.acked_through.store(applied, Ordering::Release);
+                let already = (applied + 1).saturating_sub(p.first_seq);
+                p.journal
+                    .acknowledge(already * crate::journal::RECORD_LEN as u64);
+                return Some(applied);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "privtrak: the handler is still unreachable");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return None,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
     }
 }
 

@@ -105,8 +105,10 @@ pub type BaselineSink<'a> = dyn FnMut(PeerRecord) + Send + 'a;
 /// Calls never overlap: privtrak awaits each before the next.
 pub trait DeltaHandler: Send + Sync + 'static {
     /// The last journal position of `journal` this handler has applied (0:
-    /// none). Called at start, before any batch; an error fails the start
-    /// (or, where configured, is retried in the background).
+    /// none). Called at start, before any batch; on an error privtrak starts
+    /// from its local snapshot and journal and asks again until it answers,
+    /// handing nothing over before. (A handler that must be reachable at
+    /// start checks that when it is built.)
     fn applied_through<'a>(&'a self, journal: JournalId) -> HandlerFuture<'a, u64>;
 
     /// Applies `batch` atomically and durably (see the module documentation
@@ -114,8 +116,8 @@ pub trait DeltaHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, batch: &'a Batch) -> HandlerFuture<'a, ()>;
 
     /// Whether this handler stores every peer's baseline (its last delta's
-    /// totals) with the deltas, so a start restores from it instead of a
-    /// local snapshot.
+    /// totals) with the deltas, so a start without a local snapshot (a new
+    /// machine, a lost disk) restores from it.
     fn keeps_baselines(&self) -> bool {
         false
     }

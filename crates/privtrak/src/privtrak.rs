@@ -103,9 +103,9 @@ pub struct Privtrak {
     pub(crate) journal: Journal,
     pub(crate) handler: Arc<dyn DeltaHandler>,
     pub(crate) metrics: Metrics,
-    /// Restarts restore baselines from a local snapshot (the handler keeps
-    /// none).
-    pub(crate) snapshots: bool,
+    /// The first journal entry at open (what the drain acknowledges at
+    /// once when it learns the handler's position late).
+    pub(crate) first_seq: u64,
     /// Every entry up to this is covered by the snapshot on disk.
     pub(crate) snapshot_through: AtomicU64,
     /// Every entry up to this is applied by the handler.
@@ -146,11 +146,16 @@ impl Privtrak {
         )?;
         let journal = opened.journal;
         let id = journal.id();
-        let applied = handler
-            .applied_through(id)
-            .await
-            .map_err(|e| OpenError::Handler(e.to_string()))?;
-        if applied > opened.last_seq {
+        let applied = match handler.applied_through(id).await {
+            Ok(applied) => Some(applied),
+            Err(e) => {
+                tracing::warn!(error = %e, "privtrak: the handler cannot say what it has applied; starting from the local snapshot and journal, handing over once it answers");
+                None
+            }
+        };
+        if let Some(applied) = applied
+            && applied > opened.last_seq
+        {
             return Err(OpenError::Behind {
                 journal: journal.dir().display().to_string(),
                 last: opened.last_seq,
@@ -158,42 +163,37 @@ impl Privtrak {
             });
         }
         let records = Records::new(config.shard_count);
-        let snapshots = !handler.keeps_baselines();
         let put = |r: crate::records::PeerRecord| {
             records.update(r.user, &r.info_hash, &r.peer_id, |_| (Some(r.baseline), ()));
         };
+        // Baselines: the local snapshot; else the handler's, when it keeps
+        // them; else none (the whole journal is replayed). Start-up blocks
+        // on the files: the start is waiting for them anyway.
         let mut restored = 0u64;
         let mut snapshot_through = 0;
-        let replay_from = if snapshots {
-            // Start-up: blocking the runtime thread while the files are read
-            // is what the start is waiting for anyway.
-            let header = snapshot::load(journal.dir(), |r| {
-                restored += 1;
-                put(r)
-            })?;
-            match header {
-                Some(h) if h.journal == id => {
-                    snapshot_through = h.through;
-                    h.through + 1
-                }
-                Some(h) => {
-                    tracing::warn!(snapshot = %h.journal, journal = %id, "privtrak: the snapshot belongs to another journal; ignoring it");
-                    opened.first_seq
-                }
-                None => opened.first_seq,
+        let header = snapshot::load(journal.dir(), id, |r| {
+            restored += 1;
+            put(r)
+        })?;
+        let replay_from = match (header, applied) {
+            (Some(h), _) => {
+                snapshot_through = h.through;
+                h.through + 1
             }
-        } else {
-            let mut sink = |r: crate::records::PeerRecord| {
-                restored += 1;
-                put(r)
-            };
-            handler
-                .load_baselines(id, &mut sink)
-                .await
-                .map_err(|e| OpenError::Handler(e.to_string()))?;
-            applied + 1
+            (None, Some(applied)) if handler.keeps_baselines() => {
+                let mut sink = |r: crate::records::PeerRecord| {
+                    restored += 1;
+                    put(r)
+                };
+                handler
+                    .load_baselines(id, &mut sink)
+                    .await
+                    .map_err(|e| OpenError::Handler(e.to_string()))?;
+                applied + 1
+            }
+            (None, _) => opened.first_seq,
         };
-        if replay_from < opened.first_seq && opened.first_seq > 1 {
+        if replay_from < opened.first_seq {
             tracing::warn!(
                 from = replay_from,
                 first = opened.first_seq,
@@ -201,8 +201,9 @@ impl Privtrak {
             );
         }
         // Replay the journal over the baselines, and count what the handler
-        // still has to take.
-        let mut reader = journal.reader(replay_from.min(applied + 1).max(opened.first_seq));
+        // still has to take (all of it when the handler did not say).
+        let counted_from = applied.map_or(opened.first_seq, |a| a + 1);
+        let mut reader = journal.reader(replay_from.min(counted_from).max(opened.first_seq));
         let mut replayed = 0u64;
         let mut unacked_bytes = 0u64;
         let mut buf = Vec::with_capacity(4096);
@@ -213,7 +214,7 @@ impl Privtrak {
                 break;
             }
             for d in &buf {
-                if d.seq > applied {
+                if d.seq >= counted_from {
                     unacked_bytes += crate::journal::RECORD_LEN as u64;
                 }
                 if d.seq >= replay_from {
@@ -233,7 +234,7 @@ impl Privtrak {
             replayed,
             records = records_held,
             users,
-            unacknowledged = opened.last_seq - applied,
+            unacknowledged = opened.last_seq + 1 - counted_from.min(opened.last_seq + 1),
             truncated_bytes = opened.truncated,
             took_ms = started.elapsed().as_millis() as u64,
             "privtrak restored"
@@ -245,9 +246,9 @@ impl Privtrak {
             journal,
             handler,
             metrics: Metrics::default(),
-            snapshots,
             snapshot_through: AtomicU64::new(snapshot_through),
-            acked_through: AtomicU64::new(applied),
+            acked_through: AtomicU64::new(applied.unwrap_or(0)),
+            first_seq: opened.first_seq,
             started_at: unix_secs(SystemTime::now()),
             stop,
             closed: AtomicBool::new(false),
@@ -256,7 +257,7 @@ impl Privtrak {
         });
         privtrak.metrics.set_counts(records_held, users);
         let tasks = vec![
-            tokio::spawn(drain::run(Arc::clone(&privtrak), applied + 1)),
+            tokio::spawn(drain::run(Arc::clone(&privtrak), applied)),
             tokio::spawn(upkeep::run(Arc::clone(&privtrak))),
         ];
         *privtrak
@@ -431,12 +432,10 @@ impl Privtrak {
                 );
             }
         }
-        if self.snapshots {
-            match upkeep::snapshot(self).await {
-                Ok(count) => tracing::info!(records = count, "privtrak snapshot written"),
-                Err(e) => {
-                    tracing::error!(error = %e, "privtrak: the snapshot at stop failed; the next start replays the journal")
-                }
+        match upkeep::snapshot(self).await {
+            Ok(count) => tracing::info!(records = count, "privtrak snapshot written"),
+            Err(e) => {
+                tracing::error!(error = %e, "privtrak: the snapshot at stop failed; the next start replays the journal")
             }
         }
         let pending = self.pending();

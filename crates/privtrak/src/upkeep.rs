@@ -1,6 +1,7 @@
 //! Background upkeep: expiring records of peers that went away (each one an
 //! `expired` delta, so the handler knows), counting users and records for
-//! the metrics, and snapshots of the baselines where restarts need them.
+//! the metrics, and snapshots of the baselines so restarts restore quickly
+//! and the journal can be trimmed.
 //!
 //! One task owns all three, each on its own timer; it ends when privtrak
 //! stops (the snapshot at stop is [`Privtrak::shutdown`]'s).
@@ -24,11 +25,7 @@ pub(crate) async fn run(p: Arc<Privtrak>) {
     let mut next_report = start + p.settings().reporting_interval;
     let mut next_snapshot = start + p.settings().snapshot_interval;
     loop {
-        let soonest = next_gc.min(next_report).min(if p.snapshots {
-            next_snapshot
-        } else {
-            next_report
-        });
+        let soonest = next_gc.min(next_report).min(next_snapshot);
         tokio::select! {
             () = sleep_until(soonest) => {}
             _ = stop.changed() => return,
@@ -44,7 +41,7 @@ pub(crate) async fn run(p: Arc<Privtrak>) {
             p.metrics.set_counts(records, users);
             next_report = now + settings.reporting_interval;
         }
-        if p.snapshots && now >= next_snapshot {
+        if now >= next_snapshot {
             match snapshot(&p).await {
                 Ok(count) => tracing::debug!(records = count, "privtrak snapshot written"),
                 Err(e) => {

@@ -305,3 +305,42 @@ async fn a_replaced_journal_is_refused_rather_than_replayed_under_old_positions(
     let e = Privtrak::open(&c, Arc::new(h.clone())).await.unwrap_err();
     assert!(e.to_string().contains("move it away"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_with_the_handler_unreachable_serves_and_hands_over_once_it_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = MemoryHandler::new();
+    let c = config(tmp.path());
+    let p = Privtrak::open(&c, Arc::new(h.clone())).await.unwrap();
+    p.announce(ALICE, &announce(1, 1, Event::None, 100, 0, 5))
+        .await
+        .unwrap();
+    p.announce(ALICE, &announce(1, 1, Event::None, 300, 0, 5))
+        .await
+        .unwrap();
+    settle(&p).await;
+    h.fail_next(u64::MAX);
+    p.announce(ALICE, &announce(1, 1, Event::None, 700, 0, 5))
+        .await
+        .unwrap();
+    p.crash().await;
+
+    // The database is down at the start: privtrak restores from its own
+    // files, serves, and hands over once the handler answers.
+    h.set_down(true);
+    h.fail_next(0);
+    let p = Privtrak::open(&c, Arc::new(h.clone())).await.unwrap();
+    p.announce(ALICE, &announce(1, 1, Event::None, 1000, 0, 5))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        credited(&h, ALICE, 1),
+        (200, 0),
+        "nothing handed over while down"
+    );
+    h.set_down(false);
+    settle(&p).await;
+    assert_eq!(credited(&h, ALICE, 1), (900, 0));
+    p.shutdown().await;
+}

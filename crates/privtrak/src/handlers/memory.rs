@@ -28,6 +28,8 @@ pub struct MemoryHandler {
     fail_next: Arc<AtomicU64>,
     /// Milliseconds each batch takes.
     delay_ms: Arc<AtomicU64>,
+    /// Unreachable: every call fails.
+    down: Arc<std::sync::atomic::AtomicBool>,
     calls: Arc<AtomicU64>,
 }
 
@@ -57,6 +59,11 @@ impl MemoryHandler {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Makes every call fail (an unreachable database), or work again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
     /// Calls of `handle`, failed ones included.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -70,7 +77,13 @@ impl MemoryHandler {
 impl DeltaHandler for MemoryHandler {
     fn applied_through<'a>(&'a self, journal: JournalId) -> HandlerFuture<'a, u64> {
         let applied = self.state().applied.get(&journal).copied().unwrap_or(0);
-        Box::pin(async move { Ok(applied) })
+        let down = self.down.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if down {
+                return Err(HandlerError::new("unreachable on purpose"));
+            }
+            Ok(applied)
+        })
     }
 
     fn handle<'a>(&'a self, batch: &'a Batch) -> HandlerFuture<'a, ()> {
@@ -84,7 +97,7 @@ impl DeltaHandler for MemoryHandler {
                 .fail_next
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-            if failing {
+            if failing || self.down.load(Ordering::SeqCst) {
                 return Err(HandlerError::new("refused on purpose"));
             }
             let mut state = self.state();

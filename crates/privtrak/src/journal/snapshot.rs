@@ -107,12 +107,14 @@ pub struct SnapshotHeader {
     pub count: u64,
 }
 
-/// Reads the snapshot in `dir`, if there is one, passing each record to
-/// `visit` (so a million records need no second copy in memory). The
-/// checksum is verified at the end: on a mismatch the records already
+/// Reads the snapshot in `dir` of journal `journal`, if there is one,
+/// passing each record to `visit` (so a million records need no second copy
+/// in memory). A snapshot of another journal is ignored (with a warning).
+/// The checksum is verified at the end: on a mismatch the records already
 /// visited must be thrown away, which the caller does by failing the start.
 pub fn load(
     dir: &Path,
+    journal: JournalId,
     mut visit: impl FnMut(PeerRecord),
 ) -> Result<Option<SnapshotHeader>, JournalError> {
     let path = dir.join(NAME);
@@ -135,7 +137,11 @@ pub fn load(
         return Err(corrupt("not a privtrak snapshot"));
     }
     crc.update(&head[..32]);
-    let journal = JournalId(head[8..24].try_into().expect("16 bytes"));
+    let of = JournalId(head[8..24].try_into().expect("16 bytes"));
+    if of != journal {
+        tracing::warn!(snapshot = %of, journal = %journal, "privtrak: the snapshot belongs to another journal; ignoring it");
+        return Ok(None);
+    }
     let through = u64::from_le_bytes(head[24..32].try_into().expect("8 bytes"));
     let count = u64::from_le_bytes(head[32..40].try_into().expect("8 bytes"));
     let mut buf = [0u8; RECORD];
