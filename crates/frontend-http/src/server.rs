@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bittorrent::{AnnounceResponse, BencodeWriter, Params, ScrapeResponse};
@@ -20,6 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tracker::frontend::{bump, failure_text};
 use tracker::stats::{RequestMetrics, TimedAction};
 use tracker::{RequestContext, RequestLimits, SharedLogic};
 
@@ -47,10 +48,6 @@ pub struct HttpStats {
     pub connection_errors: AtomicU64,
     pub bytes_received: Arc<AtomicU64>,
     pub bytes_sent: Arc<AtomicU64>,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What every connection of a frontend shares.
@@ -146,12 +143,7 @@ async fn answer(
             logic
                 .handle_announce(&mut ctx, &request, &mut resp)
                 .await
-                .map_err(|e| {
-                    if !e.is_client_error() {
-                        tracing::warn!(error = %e, "http announce failed");
-                    }
-                    fail(e.client_message())
-                })?;
+                .map_err(|e| fail(failure_text(&e, "http", TimedAction::Announce)))?;
             crate::response::write_announce(&mut body, &resp, request.peer.family(), client);
             if logic.has_post_work(&ctx) {
                 after_reply(shared, async move {
@@ -167,7 +159,7 @@ async fn answer(
             logic
                 .handle_scrape(&mut ctx, &request, &mut resp)
                 .await
-                .map_err(|e| fail(e.client_message()))?;
+                .map_err(|e| fail(failure_text(&e, "http", TimedAction::Scrape)))?;
             crate::response::write_scrape(&mut body, &mut resp.files);
             if logic.has_post_scrape_work() {
                 after_reply(shared, async move {

@@ -24,27 +24,16 @@ mod worker;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
-use tracker::{ConfigError, SharedLogic};
+use tracker::SharedLogic;
+use tracker::frontend::bind_udp;
 
 pub use config::{MAX_WORKERS, UdpConfig};
 pub use connection_id::{ConnectionIdError, ConnectionIdSigner};
 pub use stats::{UdpMetrics, UdpStats, WorkerStats};
+pub use tracker::frontend::StartError;
 
 use worker::{Settings, Worker};
-
-/// Why the frontend could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on udp {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
 
 /// Socket buffers asked for (the kernel may grant less: `net.core.rmem_max`).
 const SOCKET_BUFFER_BYTES: usize = 8 << 20;
@@ -63,21 +52,6 @@ fn process_key() -> &'static [u8; 32] {
 /// Whether two socket addresses are the same host (IPv4-mapped or not).
 pub(crate) fn same_host(a: SocketAddr, b: SocketAddr) -> bool {
     bittorrent::canonical_ip(a.ip()) == bittorrent::canonical_ip(b.ip())
-}
-
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        // `[::]` serves IPv4 clients too (as IPv4-mapped addresses).
-        socket.set_only_v6(false)?;
-    }
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    // Best effort: a smaller buffer only means drops under bursts.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
 }
 
 /// A running UDP frontend.
@@ -124,16 +98,10 @@ impl UdpFrontend {
         // The first socket fixes the port (which may have been 0); the others
         // join it.
         let workers = config.worker_count();
-        let first = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = first
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let (first, local_addr) = bind_udp(addr, SOCKET_BUFFER_BYTES)?;
         let mut sockets = vec![first];
         for _ in 1..workers {
-            sockets.push(bind(local_addr).map_err(|source| StartError::Bind {
-                addr: local_addr,
-                source,
-            })?);
+            sockets.push(bind_udp(local_addr, SOCKET_BUFFER_BYTES)?.0);
         }
         let (stop, stopped) = watch::channel(false);
         let liveness = Arc::new(tracker::stats::Liveness::default());
@@ -154,10 +122,7 @@ impl UdpFrontend {
                     let _alive = alive;
                     Worker::new(settings, logic, worker_stats).run(socket, stopped)
                 })
-                .map_err(|source| StartError::Bind {
-                    addr: local_addr,
-                    source,
-                })?;
+                .map_err(|source| StartError::Spawn { worker: i, source })?;
             threads.push(thread);
         }
         tracing::info!(addr = %local_addr, workers, "udp frontend listening");

@@ -27,7 +27,8 @@ use tracker::{RequestContext, RequestLimits, SharedLogic, TrackerError, TrackerL
 
 use crate::batch::{BATCH, RecvBatch, SendBatch};
 use crate::connection_id::ConnectionIdSigner;
-use crate::stats::{WorkerStats, add, bump};
+use crate::stats::WorkerStats;
+use tracker::frontend::{add, bump, failure_text};
 use tracker::stats::TimedAction;
 
 /// What every worker of a frontend shares.
@@ -283,12 +284,9 @@ impl Handler<'_> {
                 error: false,
             },
             Err(e) => {
-                if !e.is_client_error() {
-                    tracing::warn!(error = %e, "udp request failed");
-                }
                 slot.after = After::Nothing;
                 out.clear();
-                udp::write_error(out, tid, e.client_message());
+                udp::write_error(out, tid, failure_text(&e, "udp", action));
                 Outcome::Replied {
                     action,
                     error: true,
