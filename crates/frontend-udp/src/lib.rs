@@ -22,6 +22,7 @@ mod stats;
 mod worker;
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
@@ -52,6 +53,25 @@ fn process_key() -> &'static [u8; 32] {
 /// Whether two socket addresses are the same host (IPv4-mapped or not).
 pub(crate) fn same_host(a: SocketAddr, b: SocketAddr) -> bool {
     bittorrent::canonical_ip(a.ip()) == bittorrent::canonical_ip(b.ip())
+}
+
+/// Runs worker `i` on the current thread. A panic (a bug in a hook or a
+/// store, say) is logged when it happens, with its message, and ends only this
+/// worker: the others keep serving, and `/health` counts the missing one (its
+/// liveness guard is dropped with the thread).
+fn run_worker(i: usize, worker: impl FnOnce()) {
+    // Unwind safety: nothing of the worker is used after the panic, and the
+    // state it shares (the logic, the store, counters) is left exactly as an
+    // uncaught panic would leave it.
+    let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(worker)) else {
+        return;
+    };
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    tracing::error!(worker = i, panic = message, "a udp worker panicked");
 }
 
 /// A running UDP frontend.
@@ -120,7 +140,9 @@ impl UdpFrontend {
                 .name(format!("udp-worker-{i}"))
                 .spawn(move || {
                     let _alive = alive;
-                    Worker::new(settings, logic, worker_stats).run(socket, stopped)
+                    run_worker(i, || {
+                        Worker::new(settings, logic, worker_stats).run(socket, stopped)
+                    })
                 })
                 .map_err(|source| StartError::Spawn { worker: i, source })?;
             threads.push(thread);
@@ -163,15 +185,14 @@ impl UdpFrontend {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         let threads = std::mem::take(&mut self.threads);
-        let joined = tokio::task::spawn_blocking(move || {
+        // A worker's panic was caught and logged on its thread when it
+        // happened, so joining cannot fail.
+        let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
         })
         .await;
-        if joined.is_err() {
-            tracing::error!("a udp worker panicked");
-        }
         tracing::info!(addr = %self.local_addr, "udp frontend stopped");
     }
 }

@@ -544,6 +544,23 @@ async fn the_stats_page_renders_the_trackers_numbers() {
 struct NoOptions {}
 impl DriverConfig for NoOptions {}
 
+/// The port of the announce that [`PanicOnPort`] panics on.
+const PANIC_PORT: u16 = 6666;
+
+/// A buggy hook: panics on the announce from port [`PANIC_PORT`].
+struct PanicOnPort;
+impl Hook for PanicOnPort {
+    fn handle_announce<'a>(
+        &'a self,
+        _: &'a mut RequestContext,
+        req: &'a AnnounceRequest,
+        _: &'a mut AnnounceResponse,
+    ) -> HookFuture<'a> {
+        assert_ne!(req.peer.port, PANIC_PORT, "the chosen request");
+        ReadyOrBoxed::ready(Ok(()))
+    }
+}
+
 /// A broken hook: fails every scrape with an internal error (not the
 /// client's fault).
 struct BrokenScrapes;
@@ -638,6 +655,49 @@ async fn start_with_prehook<H: Hook>(hook: &str, build: fn() -> H) -> (karuta::T
         .await
         .unwrap();
     (tracker, ops)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_udp_worker_is_logged_when_it_dies_and_fails_health() {
+    let logs = Logs::capture();
+    let (tracker, ops) = start_with_prehook("panic on port", || PanicOnPort).await;
+    let (status, body) = tokio::task::block_in_place(|| get(ops.local_addr(), "/health"));
+    assert_eq!(status, 200, "{body}");
+
+    let udp = tracker.udp().unwrap().local_addr();
+    tokio::task::block_in_place(|| {
+        let mut c = UdpTrackerClient::new(udp, Duration::from_secs(3)).unwrap();
+        c.announce(&AnnounceParams::new(
+            InfoHash([1; 20]),
+            PeerId([1; 20]),
+            7001,
+        ))
+        .expect("a healthy worker answers");
+        let mut c = UdpTrackerClient::new(udp, Duration::from_millis(500)).unwrap();
+        let dead = c.announce(&AnnounceParams::new(
+            InfoHash([1; 20]),
+            PeerId([2; 20]),
+            PANIC_PORT,
+        ));
+        assert!(dead.is_err(), "a panicking worker sends no reply");
+    });
+
+    // Logged when it happens, with the panic's message, not only at stop.
+    let line = logs.line("a udp worker panicked").await;
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("the chosen request"), "{line}");
+
+    let (status, body) = tokio::task::block_in_place(|| get(ops.local_addr(), "/health"));
+    assert_eq!(status, 503, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["status"], "unavailable");
+    assert_eq!(
+        j["reasons"],
+        serde_json::json!(["udp: 0 of 1 workers running"]),
+        "only the udp frontend is named"
+    );
+    ops.stop().await;
+    tracker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
