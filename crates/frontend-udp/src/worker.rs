@@ -345,6 +345,7 @@ impl Handler<'_> {
         req.uploaded = a.uploaded;
         req.downloaded = a.downloaded;
         req.left = a.left;
+        req.key = Some(a.key);
 
         slot.ctx.clear();
         slot.announce_resp.clear();
@@ -425,6 +426,26 @@ mod tests {
         }));
         let logic = TrackerLogic::new(LogicConfig::default(), store, vec![], vec![]);
         (settings, logic, WorkerStats::default())
+    }
+
+    #[test]
+    fn the_announce_key_reaches_the_request() {
+        let (settings, logic, stats) = fixture();
+        let handler = Handler {
+            settings: &settings,
+            logic: &logic,
+            stats: &stats,
+        };
+        let clock = unix_now();
+        let source = SocketAddr::from(([192, 0, 2, 1], 40_000));
+        let id = settings.signer.issue(source.ip(), clock);
+        let mut a = AnnounceParams::new(InfoHash([1; 20]), bittorrent::PeerId([1; 20]), 6881);
+        a.key = 0xdead_beef;
+        let mut slot = Slot::new();
+        let mut out = Vec::new();
+        let outcome = now(handler.handle(&mut slot, &a.encode(id, 7), source, clock, &mut out));
+        assert!(matches!(outcome, Outcome::Replied { error: false, .. }));
+        assert_eq!(slot.announce.key, Some(0xdead_beef));
     }
 
     #[test]
