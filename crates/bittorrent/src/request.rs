@@ -22,6 +22,12 @@ pub struct AnnounceRequest {
     pub uploaded: u64,
     pub downloaded: u64,
     pub left: u64,
+    /// The client's key (BEP 15's key field; BEP 7's `key` parameter): a
+    /// random number a client keeps across its announces, so a tracker can
+    /// tell it is the same client after its address changes. Always there
+    /// over UDP; over HTTP only when the parameter is 1-8 hex digits, `None`
+    /// otherwise.
+    pub key: Option<u32>,
     /// URL data and route parameters (passkeys live here).
     pub params: Params,
 }

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::header::HeaderName;
-use socket_setup::bind;
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
@@ -33,6 +33,7 @@ use tracker::{ConfigError, SharedLogic};
 
 pub use config::HttpConfig;
 pub use server::HttpStats;
+pub use tracker::frontend::StartError;
 
 use client_ip::ClientAddress;
 use io::Timeouts;
@@ -42,42 +43,6 @@ use server::{Listener, Shared};
 /// Most simultaneous connections per listener; more wait in the kernel's
 /// accept queue.
 const MAX_CONNECTIONS: usize = 16_384;
-
-/// Why the frontend could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
-
-mod socket_setup {
-    use std::net::SocketAddr;
-
-    use tokio::net::{TcpListener, TcpSocket};
-
-    /// A listener that a restarted frontend can bind next to (SO_REUSEPORT),
-    /// serving IPv4 too when bound to `[::]`.
-    pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-        let socket = if addr.is_ipv6() {
-            TcpSocket::new_v6()?
-        } else {
-            TcpSocket::new_v4()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        if addr.is_ipv6() {
-            let s = socket2::SockRef::from(&socket);
-            s.set_only_v6(false)?;
-        }
-        socket.bind(addr)?;
-        socket.listen(1024)
-    }
-}
 
 fn tls_acceptor(config: &HttpConfig) -> Result<TlsAcceptor, ConfigError> {
     use rustls_pki_types::pem::PemObject;
@@ -186,9 +151,8 @@ impl HttpFrontend {
         };
         for (addr, tls) in [(plain, None), (secure, tls)] {
             let Some(addr) = addr else { continue };
-            let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-            let local = listener
-                .local_addr()
+            let (listener, local) = tracker::frontend::bind_tcp(addr)?;
+            let listener = TcpListener::from_std(listener)
                 .map_err(|source| StartError::Bind { addr, source })?;
             if tls.is_some() {
                 frontend.https_addr = Some(local);

@@ -28,6 +28,17 @@ fn required(params: &Params, key: &'static str, error: &'static str) -> Result<u
     }
 }
 
+/// BEP 7's `key` when it is 1-8 hex digits (what clients send); anything
+/// else is no key, not an error: chihaya ignores the parameter, so no client
+/// that announced before may be refused now.
+fn key(params: &Params) -> Option<u32> {
+    let v = params.get("key")?;
+    if v.is_empty() || v.len() > 8 || !v.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(v).ok()?, 16).ok()
+}
+
 /// What the announce parser needs besides the request.
 pub(crate) struct AnnounceOptions {
     pub limits: RequestLimits,
@@ -110,6 +121,7 @@ pub(crate) fn announce(
         uploaded,
         downloaded,
         left,
+        key: key(&params),
         params,
     })
 }
@@ -177,6 +189,18 @@ mod tests {
             parse(&base("&numwant=100000"), false).unwrap().num_want,
             100
         );
+    }
+
+    #[test]
+    fn the_key_is_kept_when_it_is_one_to_eight_hex_digits() {
+        let key = |extra: &str| parse(&base(extra), false).unwrap().key;
+        assert_eq!(key(""), None);
+        assert_eq!(key("&key=1"), Some(1));
+        assert_eq!(key("&key=DeadBeef"), Some(0xdead_beef));
+        assert_eq!(key("&key=0000abcd"), Some(0xabcd));
+        for odd in ["", "123456789", "xyz", "-1", "12%2034", "%FF"] {
+            assert_eq!(key(&format!("&key={odd}")), None, "key={odd}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Listeners, connections and the request handler.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bittorrent::{AnnounceResponse, BencodeWriter, Params, ScrapeResponse};
@@ -19,8 +20,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tracker::frontend::{bump, failure_text};
 use tracker::stats::{RequestMetrics, TimedAction};
-use tracker::{RequestContext, RequestLimits, SharedLogic, TrackerLogic};
+use tracker::{RequestContext, RequestLimits, SharedLogic};
 
 use crate::client_ip::ClientAddress;
 use crate::io::{TimedIo, Timeouts};
@@ -46,10 +48,6 @@ pub struct HttpStats {
     pub connection_errors: AtomicU64,
     pub bytes_received: Arc<AtomicU64>,
     pub bytes_sent: Arc<AtomicU64>,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What every connection of a frontend shares.
@@ -145,15 +143,13 @@ async fn answer(
             logic
                 .handle_announce(&mut ctx, &request, &mut resp)
                 .await
-                .map_err(|e| {
-                    if !e.is_client_error() {
-                        tracing::warn!(error = %e, "http announce failed");
-                    }
-                    fail(e.client_message())
-                })?;
+                .map_err(|e| fail(failure_text(&e, "http", TimedAction::Announce)))?;
             crate::response::write_announce(&mut body, &resp, request.peer.family(), client);
             if logic.has_post_work(&ctx) {
-                post_announce(shared, logic, ctx, request, resp).await;
+                after_reply(shared, async move {
+                    logic.after_announce(&mut ctx, &request, &mut resp).await
+                })
+                .await;
             }
         }
         Endpoint::Scrape => {
@@ -163,33 +159,31 @@ async fn answer(
             logic
                 .handle_scrape(&mut ctx, &request, &mut resp)
                 .await
-                .map_err(|e| fail(e.client_message()))?;
-            if logic.has_post_scrape_work() {
-                logic.after_scrape(&mut ctx, &request, &mut resp).await;
-            }
+                .map_err(|e| fail(failure_text(&e, "http", TimedAction::Scrape)))?;
             crate::response::write_scrape(&mut body, &mut resp.files);
+            if logic.has_post_scrape_work() {
+                after_reply(shared, async move {
+                    logic.after_scrape(&mut ctx, &request, &mut resp).await
+                })
+                .await;
+            }
         }
     }
     Ok((body, bittorrent::canonical_ip(client).is_ipv6()))
 }
 
-/// Runs the post-reply phase as a bounded background task, or in place when
-/// too many are running.
-async fn post_announce(
-    shared: &Shared,
-    logic: Arc<TrackerLogic>,
-    mut ctx: RequestContext,
-    request: bittorrent::AnnounceRequest,
-    mut resp: AnnounceResponse,
-) {
+/// Runs a request's post-reply phase (post-hooks, a pending store write) as a
+/// bounded background task, so the client gets its reply without waiting for
+/// it; in place when [`POST_PHASE_TASKS`] are already running.
+async fn after_reply(shared: &Shared, phase: impl Future<Output = ()> + Send + 'static) {
     match Arc::clone(&shared.post_phase).try_acquire_owned() {
         Ok(permit) => {
             tokio::spawn(async move {
-                logic.after_announce(&mut ctx, &request, &mut resp).await;
+                phase.await;
                 drop(permit);
             });
         }
-        Err(_) => logic.after_announce(&mut ctx, &request, &mut resp).await,
+        Err(_) => phase.await,
     }
 }
 

@@ -832,3 +832,99 @@ async fn bad_tls_files_and_empty_addresses() {
         "{err}"
     );
 }
+
+/// A post-hook that takes `SLOW_POST_HOOK` over every announce and scrape,
+/// then counts it.
+struct SlowPostHook {
+    done: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const SLOW_POST_HOOK: Duration = Duration::from_secs(2);
+
+impl SlowPostHook {
+    fn finish<'a>(&'a self) -> HookFuture<'a> {
+        let done = Arc::clone(&self.done);
+        ReadyOrBoxed::boxed(async move {
+            tokio::time::sleep(SLOW_POST_HOOK).await;
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+impl Hook for SlowPostHook {
+    fn handle_announce<'a>(
+        &'a self,
+        _: &'a mut RequestContext,
+        _: &'a AnnounceRequest,
+        _: &'a mut AnnounceResponse,
+    ) -> HookFuture<'a> {
+        self.finish()
+    }
+
+    fn handle_scrape<'a>(
+        &'a self,
+        _: &'a mut RequestContext,
+        _: &'a bittorrent::ScrapeRequest,
+        _: &'a mut bittorrent::ScrapeResponse,
+    ) -> HookFuture<'a> {
+        self.finish()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = Arc::new(MemoryStore::new(MemoryConfig {
+        shard_count: 8,
+        ..MemoryConfig::default()
+    }));
+    let logic = TrackerLogic::new(
+        LogicConfig::default(),
+        store,
+        vec![],
+        vec![NamedHook::new(
+            "slow",
+            Arc::new(SlowPostHook {
+                done: Arc::clone(&done),
+            }),
+        )],
+    );
+    // Timeouts longer than the hook, so a delayed reply arrives late rather
+    // than not at all.
+    let config = HttpConfig {
+        addr: "127.0.0.1:0".into(),
+        read_timeout: ConfigDuration(4 * SLOW_POST_HOOK),
+        write_timeout: ConfigDuration(4 * SLOW_POST_HOOK),
+        ..HttpConfig::default()
+    };
+    let t = HttpFrontend::start(
+        &config,
+        Arc::new(SharedLogic::new(logic)),
+        Default::default(),
+    )
+    .unwrap()
+    .unwrap();
+    let addr = t.local_addr().unwrap();
+    let targets = [
+        format!("/announce?{}", announce_query(5, 1, 7001, "")),
+        format!("/scrape?info_hash={}", enc(&[5; 20])),
+    ];
+    for target in &targets {
+        let started = Instant::now();
+        let reply = tokio::task::block_in_place(|| get(addr, target, &[]));
+        let took = started.elapsed();
+        assert_eq!(reply.status, 200, "{target}");
+        assert!(
+            took < SLOW_POST_HOOK / 2,
+            "{target}: the reply waited {took:?} for the post-hook"
+        );
+    }
+    // The post-hooks still run, after the replies.
+    let deadline = Instant::now() + 3 * SLOW_POST_HOOK;
+    while done.load(std::sync::atomic::Ordering::SeqCst) < targets.len() {
+        assert!(Instant::now() < deadline, "the post-hooks never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.stop().await;
+}

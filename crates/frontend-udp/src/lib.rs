@@ -22,29 +22,19 @@ mod stats;
 mod worker;
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
-use tracker::{ConfigError, SharedLogic};
+use tracker::SharedLogic;
+use tracker::frontend::bind_udp;
 
 pub use config::{MAX_WORKERS, UdpConfig};
 pub use connection_id::{ConnectionIdError, ConnectionIdSigner};
 pub use stats::{UdpMetrics, UdpStats, WorkerStats};
+pub use tracker::frontend::StartError;
 
 use worker::{Settings, Worker};
-
-/// Why the frontend could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on udp {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
 
 /// Socket buffers asked for (the kernel may grant less: `net.core.rmem_max`).
 const SOCKET_BUFFER_BYTES: usize = 8 << 20;
@@ -65,19 +55,23 @@ pub(crate) fn same_host(a: SocketAddr, b: SocketAddr) -> bool {
     bittorrent::canonical_ip(a.ip()) == bittorrent::canonical_ip(b.ip())
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        // `[::]` serves IPv4 clients too (as IPv4-mapped addresses).
-        socket.set_only_v6(false)?;
-    }
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    // Best effort: a smaller buffer only means drops under bursts.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
+/// Runs worker `i` on the current thread. A panic (a bug in a hook or a
+/// store, say) is logged when it happens, with its message, and ends only this
+/// worker: the others keep serving, and `/health` counts the missing one (its
+/// liveness guard is dropped with the thread).
+fn run_worker(i: usize, worker: impl FnOnce()) {
+    // Unwind safety: nothing of the worker is used after the panic, and the
+    // state it shares (the logic, the store, counters) is left exactly as an
+    // uncaught panic would leave it.
+    let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(worker)) else {
+        return;
+    };
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    tracing::error!(worker = i, panic = message, "a udp worker panicked");
 }
 
 /// A running UDP frontend.
@@ -124,16 +118,10 @@ impl UdpFrontend {
         // The first socket fixes the port (which may have been 0); the others
         // join it.
         let workers = config.worker_count();
-        let first = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = first
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let (first, local_addr) = bind_udp(addr, SOCKET_BUFFER_BYTES)?;
         let mut sockets = vec![first];
         for _ in 1..workers {
-            sockets.push(bind(local_addr).map_err(|source| StartError::Bind {
-                addr: local_addr,
-                source,
-            })?);
+            sockets.push(bind_udp(local_addr, SOCKET_BUFFER_BYTES)?.0);
         }
         let (stop, stopped) = watch::channel(false);
         let liveness = Arc::new(tracker::stats::Liveness::default());
@@ -152,12 +140,11 @@ impl UdpFrontend {
                 .name(format!("udp-worker-{i}"))
                 .spawn(move || {
                     let _alive = alive;
-                    Worker::new(settings, logic, worker_stats).run(socket, stopped)
+                    run_worker(i, || {
+                        Worker::new(settings, logic, worker_stats).run(socket, stopped)
+                    })
                 })
-                .map_err(|source| StartError::Bind {
-                    addr: local_addr,
-                    source,
-                })?;
+                .map_err(|source| StartError::Spawn { worker: i, source })?;
             threads.push(thread);
         }
         tracing::info!(addr = %local_addr, workers, "udp frontend listening");
@@ -198,15 +185,14 @@ impl UdpFrontend {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         let threads = std::mem::take(&mut self.threads);
-        let joined = tokio::task::spawn_blocking(move || {
+        // A worker's panic was caught and logged on its thread when it
+        // happened, so joining cannot fail.
+        let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
         })
         .await;
-        if joined.is_err() {
-            tracing::error!("a udp worker panicked");
-        }
         tracing::info!(addr = %self.local_addr, "udp frontend stopped");
     }
 }

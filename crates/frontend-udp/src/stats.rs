@@ -73,14 +73,6 @@ pub struct UdpStats {
     pub bytes_sent: u64,
 }
 
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-pub(crate) fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
-}
-
 impl UdpStats {
     pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Self {
         let mut s = UdpStats::default();

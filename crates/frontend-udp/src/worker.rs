@@ -2,10 +2,13 @@
 //! runtime, receiving a batch, answering it, sending the replies in one
 //! batch, then running the post-reply phase of the batch's requests.
 //!
-//! Everything a request needs (request, response, context, reply buffer) is
-//! a slot allocated once per worker, so a steady stream of packets allocates
-//! nothing. A hook or store that waits (Redis) is awaited in place: requests
-//! of one worker then queue behind it, and workers run in parallel.
+//! Everything a request needs (request, response, context, URL data, reply
+//! buffer) is a slot allocated once per worker, so a steady stream of packets
+//! allocates nothing. The [`Worker`] owns the socket, the batches and the
+//! order of work; a [`Handler`] answers one request on its slot
+//! (`handle`, then `after_reply` once the reply is sent). A hook or store that
+//! waits (Redis) is awaited in place: requests of one worker then queue behind
+//! it, and workers run in parallel.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -24,7 +27,8 @@ use tracker::{RequestContext, RequestLimits, SharedLogic, TrackerError, TrackerL
 
 use crate::batch::{BATCH, RecvBatch, SendBatch};
 use crate::connection_id::ConnectionIdSigner;
-use crate::stats::{WorkerStats, add, bump};
+use crate::stats::WorkerStats;
+use tracker::frontend::{add, bump, failure_text};
 use tracker::stats::TimedAction;
 
 /// What every worker of a frontend shares.
@@ -44,30 +48,33 @@ enum After {
 }
 
 /// The reusable state of one request.
-struct Slot {
+pub(crate) struct Slot {
     ctx: RequestContext,
     announce: AnnounceRequest,
     announce_resp: AnnounceResponse,
     scrape: ScrapeRequest,
     scrape_resp: ScrapeResponse,
+    /// BEP 41 URL data of the announce, gathered from its options.
+    url: Vec<u8>,
     after: After,
 }
 
 impl Slot {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Slot {
             ctx: RequestContext::new(),
             announce: AnnounceRequest::default(),
             announce_resp: AnnounceResponse::default(),
             scrape: ScrapeRequest::default(),
             scrape_resp: ScrapeResponse::default(),
+            url: Vec::with_capacity(512),
             after: After::Nothing,
         }
     }
 }
 
 /// What became of a packet.
-enum Outcome {
+pub(crate) enum Outcome {
     Dropped,
     Replied { action: TimedAction, error: bool },
 }
@@ -79,8 +86,6 @@ pub(crate) struct Worker {
     recv: RecvBatch,
     send: SendBatch,
     slots: Vec<Slot>,
-    /// BEP 41 URL data of the announce being handled.
-    url: Vec<u8>,
 }
 
 fn unix_now() -> u64 {
@@ -102,7 +107,6 @@ impl Worker {
             recv: RecvBatch::new(),
             send: SendBatch::new(),
             slots: (0..BATCH).map(|_| Slot::new()).collect(),
-            url: Vec::with_capacity(512),
         }
     }
 
@@ -148,12 +152,17 @@ impl Worker {
 
     async fn process(&mut self, n: usize, socket: &UdpSocket) {
         let now = unix_now();
+        // Loaded once per batch and dropped with it, so a reload's old logic
+        // is retired as soon as the batch is done.
         let logic = self.logic.load();
+        let handler = Handler {
+            settings: &self.settings,
+            logic: &logic,
+            stats: &self.stats,
+        };
         self.send.clear();
         let mut bytes_out = 0u64;
         for i in 0..n {
-            let slot = &mut self.slots[i];
-            slot.after = After::Nothing;
             let Some((packet, source)) = self.recv.packet(i) else {
                 bump(&self.stats.packets_dropped);
                 continue;
@@ -162,18 +171,9 @@ impl Worker {
             add(&self.stats.bytes_received, packet.len() as u64);
             let started = self.settings.request_timing.then(Instant::now);
             let out = self.send.next_buf();
-            let outcome = handle(
-                &self.settings,
-                &logic,
-                &self.stats,
-                packet,
-                source,
-                now,
-                slot,
-                &mut self.url,
-                out,
-            )
-            .await;
+            let outcome = handler
+                .handle(&mut self.slots[i], packet, source, now, out)
+                .await;
             if let Outcome::Replied { action, error } = outcome {
                 bytes_out += out.len() as u64;
                 self.send.commit(source);
@@ -182,42 +182,30 @@ impl Worker {
                 self.stats.requests.record(action, ipv6, error, took);
             }
         }
-        self.flush(socket).await;
+        flush(&mut self.send, &self.stats, socket).await;
         add(&self.stats.bytes_sent, bytes_out);
-        // The post-reply phase: post-hooks and, where the store did not do it
-        // in one step, the swarm write.
         for slot in &mut self.slots[..n] {
-            match slot.after {
-                After::Nothing => {}
-                After::Announce => {
-                    logic
-                        .after_announce(&mut slot.ctx, &slot.announce, &mut slot.announce_resp)
-                        .await
-                }
-                After::Scrape => {
-                    logic
-                        .after_scrape(&mut slot.ctx, &slot.scrape, &mut slot.scrape_resp)
-                        .await
-                }
-            }
+            handler.after_reply(slot).await;
         }
     }
+}
 
-    async fn flush(&mut self, socket: &UdpSocket) {
-        let fd = socket.as_raw_fd();
-        while self.send.pending() > 0 {
-            match socket.try_io(Interest::WRITABLE, || self.send.send(fd)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if socket.writable().await.is_err() {
-                        return;
-                    }
+/// Sends every reply of the batch; a reply the kernel refuses is counted,
+/// logged and skipped.
+async fn flush(send: &mut SendBatch, stats: &WorkerStats, socket: &UdpSocket) {
+    let fd = socket.as_raw_fd();
+    while send.pending() > 0 {
+        match socket.try_io(Interest::WRITABLE, || send.send(fd)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if socket.writable().await.is_err() {
+                    return;
                 }
-                Err(e) => {
-                    bump(&self.stats.send_errors);
-                    tracing::warn!(to = ?self.send.next_destination(), error = %e, "udp send failed");
-                    self.send.skip_one();
-                }
+            }
+            Err(e) => {
+                bump(&stats.send_errors);
+                tracing::warn!(to = ?send.next_destination(), error = %e, "udp send failed");
+                send.skip_one();
             }
         }
     }
@@ -226,148 +214,173 @@ impl Worker {
 const OBSOLETE_IPV6_ANNOUNCE: ClientError =
     ClientError::new("action 4 (the old IPv6 announce) is not supported: send action 1 over IPv6");
 
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    s: &Settings,
-    logic: &TrackerLogic,
-    stats: &WorkerStats,
-    packet: &[u8],
-    source: SocketAddr,
-    now: u64,
-    slot: &mut Slot,
-    url: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> Outcome {
-    let Some(header) = RequestHeader::parse(packet) else {
-        bump(&stats.packets_dropped);
-        return Outcome::Dropped;
-    };
-    let ip = canonical_ip(source.ip());
-    let tid = header.transaction_id;
-    if header.action == udp::ACTION_CONNECT {
-        if header.connection_id != udp::PROTOCOL_ID {
+/// Answers requests: what handling one needs besides its own [`Slot`] and
+/// reply buffer. Borrowed, so a batch builds one for nothing, and shared (the
+/// methods take `&self`), so several requests can be in progress at once.
+pub(crate) struct Handler<'a> {
+    pub settings: &'a Settings,
+    pub logic: &'a TrackerLogic,
+    pub stats: &'a WorkerStats,
+}
+
+impl Handler<'_> {
+    /// Answers one packet from `source` into `out` (empty on entry), leaving
+    /// in `slot` what [`after_reply`](Self::after_reply) needs.
+    pub(crate) async fn handle(
+        &self,
+        slot: &mut Slot,
+        packet: &[u8],
+        source: SocketAddr,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        slot.after = After::Nothing;
+        let (s, stats) = (self.settings, self.stats);
+        let Some(header) = RequestHeader::parse(packet) else {
             bump(&stats.packets_dropped);
             return Outcome::Dropped;
-        }
-        udp::write_connect(out, tid, s.signer.issue(ip, now));
-        return Outcome::Replied {
-            action: TimedAction::Connect,
-            error: false,
         };
-    }
-    let action = if header.action == udp::ACTION_SCRAPE {
-        TimedAction::Scrape
-    } else {
-        TimedAction::Announce
-    };
-    if let Err(e) = s.signer.verify(header.connection_id, ip, now) {
-        bump(&stats.bad_connection_ids);
-        // An unverified source never gets more bytes than it sent, so the
-        // tracker cannot be used to amplify a spoofed flood.
-        if udp::ERROR_REPLY_HEADER_LEN + e.message().len() > packet.len() {
-            bump(&stats.packets_dropped);
-            return Outcome::Dropped;
-        }
-        udp::write_error(out, tid, e.message());
-        return Outcome::Replied {
-            action,
-            error: true,
-        };
-    }
-    let result = match header.action {
-        udp::ACTION_ANNOUNCE => announce(s, logic, packet, ip, tid, slot, url, out).await,
-        udp::ACTION_SCRAPE => scrape(s, logic, packet, ip, tid, slot, out).await,
-        udp::ACTION_ANNOUNCE_V6_LEGACY => Err(OBSOLETE_IPV6_ANNOUNCE.into()),
-        other => Err(ClientError::owned(format!("unknown action {other}")).into()),
-    };
-    match result {
-        Ok(()) => Outcome::Replied {
-            action,
-            error: false,
-        },
-        Err(e) => {
-            if !e.is_client_error() {
-                tracing::warn!(error = %e, "udp request failed");
+        let ip = canonical_ip(source.ip());
+        let tid = header.transaction_id;
+        if header.action == udp::ACTION_CONNECT {
+            if header.connection_id != udp::PROTOCOL_ID {
+                bump(&stats.packets_dropped);
+                return Outcome::Dropped;
             }
-            slot.after = After::Nothing;
-            out.clear();
-            udp::write_error(out, tid, e.client_message());
-            Outcome::Replied {
+            udp::write_connect(out, tid, s.signer.issue(ip, now));
+            return Outcome::Replied {
+                action: TimedAction::Connect,
+                error: false,
+            };
+        }
+        let action = if header.action == udp::ACTION_SCRAPE {
+            TimedAction::Scrape
+        } else {
+            TimedAction::Announce
+        };
+        if let Err(e) = s.signer.verify(header.connection_id, ip, now) {
+            bump(&stats.bad_connection_ids);
+            // An unverified source never gets more bytes than it sent, so the
+            // tracker cannot be used to amplify a spoofed flood.
+            if udp::ERROR_REPLY_HEADER_LEN + e.message().len() > packet.len() {
+                bump(&stats.packets_dropped);
+                return Outcome::Dropped;
+            }
+            udp::write_error(out, tid, e.message());
+            return Outcome::Replied {
                 action,
                 error: true,
+            };
+        }
+        let result = match header.action {
+            udp::ACTION_ANNOUNCE => self.announce(slot, packet, ip, tid, out).await,
+            udp::ACTION_SCRAPE => self.scrape(slot, packet, ip, tid, out).await,
+            udp::ACTION_ANNOUNCE_V6_LEGACY => Err(OBSOLETE_IPV6_ANNOUNCE.into()),
+            other => Err(ClientError::owned(format!("unknown action {other}")).into()),
+        };
+        match result {
+            Ok(()) => Outcome::Replied {
+                action,
+                error: false,
+            },
+            Err(e) => {
+                slot.after = After::Nothing;
+                out.clear();
+                udp::write_error(out, tid, failure_text(&e, "udp", action));
+                Outcome::Replied {
+                    action,
+                    error: true,
+                }
             }
         }
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-async fn announce(
-    s: &Settings,
-    logic: &TrackerLogic,
-    packet: &[u8],
-    ip: IpAddr,
-    tid: u32,
-    slot: &mut Slot,
-    url: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> Result<(), TrackerError> {
-    let a = udp::Announce::parse(packet)?;
-    url.clear();
-    udp::collect_url_data(a.options, url)?;
-    let req = &mut slot.announce;
-    req.params.parse_into(url)?;
-    req.info_hash = a.info_hash;
-    req.peer = Peer::new(
-        a.peer_id,
-        udp::announce_ip(ip, a.ip, s.allow_ip_spoofing),
-        a.port,
-    );
-    req.ip_provided = a.ip.is_some() && s.allow_ip_spoofing;
-    req.event = Event::from_udp(a.event)?;
-    req.event_provided = req.event != Event::None;
-    let family = req.peer.family();
-    let fits = udp::max_peers_in_reply(family) as u32;
-    req.num_want = s.limits.num_want(Some(i64::from(a.num_want))).min(fits);
-    req.num_want_provided = a.num_want >= 0;
-    req.compact = true;
-    req.uploaded = a.uploaded;
-    req.downloaded = a.downloaded;
-    req.left = a.left;
+    /// The post-reply phase of the request in `slot`, once its reply is sent:
+    /// post-hooks and, where the store did not do it in one step, the swarm
+    /// write. Nothing for a request that failed or was dropped.
+    pub(crate) async fn after_reply(&self, slot: &mut Slot) {
+        match std::mem::replace(&mut slot.after, After::Nothing) {
+            After::Nothing => {}
+            After::Announce => {
+                self.logic
+                    .after_announce(&mut slot.ctx, &slot.announce, &mut slot.announce_resp)
+                    .await
+            }
+            After::Scrape => {
+                self.logic
+                    .after_scrape(&mut slot.ctx, &slot.scrape, &mut slot.scrape_resp)
+                    .await
+            }
+        }
+    }
 
-    slot.ctx.clear();
-    slot.announce_resp.clear();
-    logic
-        .handle_announce(&mut slot.ctx, req, &mut slot.announce_resp)
-        .await?;
-    udp::write_announce(out, tid, &slot.announce_resp, family);
-    slot.after = After::Announce;
-    Ok(())
-}
+    async fn announce(
+        &self,
+        slot: &mut Slot,
+        packet: &[u8],
+        ip: IpAddr,
+        tid: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TrackerError> {
+        let s = self.settings;
+        let a = udp::Announce::parse(packet)?;
+        slot.url.clear();
+        udp::collect_url_data(a.options, &mut slot.url)?;
+        let req = &mut slot.announce;
+        req.params.parse_into(&slot.url)?;
+        req.info_hash = a.info_hash;
+        req.peer = Peer::new(
+            a.peer_id,
+            udp::announce_ip(ip, a.ip, s.allow_ip_spoofing),
+            a.port,
+        );
+        req.ip_provided = a.ip.is_some() && s.allow_ip_spoofing;
+        req.event = Event::from_udp(a.event)?;
+        req.event_provided = req.event != Event::None;
+        let family = req.peer.family();
+        let fits = udp::max_peers_in_reply(family) as u32;
+        req.num_want = s.limits.num_want(Some(i64::from(a.num_want))).min(fits);
+        req.num_want_provided = a.num_want >= 0;
+        req.compact = true;
+        req.uploaded = a.uploaded;
+        req.downloaded = a.downloaded;
+        req.left = a.left;
+        req.key = Some(a.key);
 
-#[allow(clippy::too_many_arguments)]
-async fn scrape(
-    s: &Settings,
-    logic: &TrackerLogic,
-    packet: &[u8],
-    ip: IpAddr,
-    tid: u32,
-    slot: &mut Slot,
-    out: &mut Vec<u8>,
-) -> Result<(), TrackerError> {
-    let hashes = udp::ScrapeHashes::parse(packet, s.limits.max_scrape_infohashes as usize)?;
-    let req = &mut slot.scrape;
-    req.address_family = AddressFamily::of(&ip);
-    req.info_hashes.clear();
-    req.info_hashes.extend(hashes.iter());
-    req.params.clear();
-    slot.ctx.clear();
-    slot.scrape_resp.files.clear();
-    logic
-        .handle_scrape(&mut slot.ctx, req, &mut slot.scrape_resp)
-        .await?;
-    udp::write_scrape(out, tid, &slot.scrape_resp.files);
-    slot.after = After::Scrape;
-    Ok(())
+        slot.ctx.clear();
+        slot.announce_resp.clear();
+        self.logic
+            .handle_announce(&mut slot.ctx, req, &mut slot.announce_resp)
+            .await?;
+        udp::write_announce(out, tid, &slot.announce_resp, family);
+        slot.after = After::Announce;
+        Ok(())
+    }
+
+    async fn scrape(
+        &self,
+        slot: &mut Slot,
+        packet: &[u8],
+        ip: IpAddr,
+        tid: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TrackerError> {
+        let max = self.settings.limits.max_scrape_infohashes as usize;
+        let hashes = udp::ScrapeHashes::parse(packet, max)?;
+        let req = &mut slot.scrape;
+        req.address_family = AddressFamily::of(&ip);
+        req.info_hashes.clear();
+        req.info_hashes.extend(hashes.iter());
+        req.params.clear();
+        slot.ctx.clear();
+        slot.scrape_resp.files.clear();
+        self.logic
+            .handle_scrape(&mut slot.ctx, req, &mut slot.scrape_resp)
+            .await?;
+        udp::write_scrape(out, tid, &slot.scrape_resp.files);
+        slot.after = After::Scrape;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -395,8 +408,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn handling_packets_allocates_nothing_in_steady_state() {
+    /// A worker's settings and a logic on the memory store, without hooks.
+    fn fixture() -> (Settings, TrackerLogic, WorkerStats) {
         let settings = Settings {
             signer: ConnectionIdSigner::new(
                 b"k",
@@ -412,7 +425,32 @@ mod tests {
             ..MemoryConfig::default()
         }));
         let logic = TrackerLogic::new(LogicConfig::default(), store, vec![], vec![]);
-        let stats = WorkerStats::default();
+        (settings, logic, WorkerStats::default())
+    }
+
+    #[test]
+    fn the_announce_key_reaches_the_request() {
+        let (settings, logic, stats) = fixture();
+        let handler = Handler {
+            settings: &settings,
+            logic: &logic,
+            stats: &stats,
+        };
+        let clock = unix_now();
+        let source = SocketAddr::from(([192, 0, 2, 1], 40_000));
+        let id = settings.signer.issue(source.ip(), clock);
+        let mut a = AnnounceParams::new(InfoHash([1; 20]), bittorrent::PeerId([1; 20]), 6881);
+        a.key = 0xdead_beef;
+        let mut slot = Slot::new();
+        let mut out = Vec::new();
+        let outcome = now(handler.handle(&mut slot, &a.encode(id, 7), source, clock, &mut out));
+        assert!(matches!(outcome, Outcome::Replied { error: false, .. }));
+        assert_eq!(slot.announce.key, Some(0xdead_beef));
+    }
+
+    #[test]
+    fn handling_packets_allocates_nothing_in_steady_state() {
+        let (settings, logic, stats) = fixture();
         let clock = unix_now();
 
         // 300 peers from 300 addresses over 10 torrents: connect, announce
@@ -441,17 +479,19 @@ mod tests {
                 packets.push((p, source));
             }
         }
+        let handler = Handler {
+            settings: &settings,
+            logic: &logic,
+            stats: &stats,
+        };
         let mut slots: Vec<Slot> = (0..BATCH).map(|_| Slot::new()).collect();
-        let mut url = Vec::with_capacity(512);
         let mut out = Vec::with_capacity(2048);
         let mut replies = 0usize;
         let mut round = |check: bool| {
             for (i, (packet, source)) in packets.iter().enumerate() {
                 let slot = &mut slots[i % BATCH];
                 out.clear();
-                let outcome = now(handle(
-                    &settings, &logic, &stats, packet, *source, clock, slot, &mut url, &mut out,
-                ));
+                let outcome = now(handler.handle(slot, packet, *source, clock, &mut out));
                 assert!(
                     matches!(outcome, Outcome::Replied { error: false, .. }),
                     "packet {i}: {:?}",
@@ -461,17 +501,7 @@ mod tests {
                     assert!(!out.is_empty());
                 }
                 replies += 1;
-                match slot.after {
-                    After::Announce => now(logic.after_announce(
-                        &mut slot.ctx,
-                        &slot.announce,
-                        &mut slot.announce_resp,
-                    )),
-                    After::Scrape => {
-                        now(logic.after_scrape(&mut slot.ctx, &slot.scrape, &mut slot.scrape_resp))
-                    }
-                    After::Nothing => {}
-                }
+                now(handler.after_reply(slot));
             }
         };
         // Warm-up: swarms are created, buffers grow.

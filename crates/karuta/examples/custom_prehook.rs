@@ -110,6 +110,7 @@ mod tests {
             uploaded: 0,
             downloaded: 0,
             left: 1,
+            key: None,
             params,
         }
     }

@@ -65,6 +65,9 @@ fn start_http(
                 ),
                 format!("cannot listen on {addr}: {source}"),
             ),
+            spawn @ frontend_http::StartError::Spawn { .. } => {
+                ConfigError::new(section.as_str(), spawn.to_string())
+            }
         };
         ConfigFileError::with_key(&config.source, e)
     })
@@ -85,6 +88,9 @@ fn start_udp(
             frontend_udp::StartError::Config(e) => e.within(&section),
             bind @ frontend_udp::StartError::Bind { .. } => {
                 ConfigError::new(format!("{section}.addr"), bind.to_string())
+            }
+            spawn @ frontend_udp::StartError::Spawn { .. } => {
+                ConfigError::new(format!("{section}.workers"), spawn.to_string())
             }
         };
         ConfigFileError::with_key(&config.source, e)

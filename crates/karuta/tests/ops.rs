@@ -539,3 +539,194 @@ async fn the_stats_page_renders_the_trackers_numbers() {
     r.ops.stop().await;
     r.tracker.shutdown().await;
 }
+
+#[derive(Deserialize)]
+struct NoOptions {}
+impl DriverConfig for NoOptions {}
+
+/// The port of the announce that [`PanicOnPort`] panics on.
+const PANIC_PORT: u16 = 6666;
+
+/// A buggy hook: panics on the announce from port [`PANIC_PORT`].
+struct PanicOnPort;
+impl Hook for PanicOnPort {
+    fn handle_announce<'a>(
+        &'a self,
+        _: &'a mut RequestContext,
+        req: &'a AnnounceRequest,
+        _: &'a mut AnnounceResponse,
+    ) -> HookFuture<'a> {
+        assert_ne!(req.peer.port, PANIC_PORT, "the chosen request");
+        ReadyOrBoxed::ready(Ok(()))
+    }
+}
+
+/// A broken hook: fails every scrape with an internal error (not the
+/// client's fault).
+struct BrokenScrapes;
+impl Hook for BrokenScrapes {
+    fn handle_announce<'a>(
+        &'a self,
+        _: &'a mut RequestContext,
+        _: &'a AnnounceRequest,
+        _: &'a mut AnnounceResponse,
+    ) -> HookFuture<'a> {
+        ReadyOrBoxed::ready(Ok(()))
+    }
+    fn handle_scrape<'a>(
+        &'a self,
+        _: &'a mut RequestContext,
+        _: &'a tracker::bittorrent::ScrapeRequest,
+        _: &'a mut tracker::bittorrent::ScrapeResponse,
+    ) -> HookFuture<'a> {
+        ReadyOrBoxed::ready(Err(tracker::TrackerError::Internal(
+            "a broken scrape hook".into(),
+        )))
+    }
+}
+
+/// What the process logs, for tests that look for a line.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Every thread's logs from the first call on (one subscriber per
+    /// process, shared by the tests that run in it).
+    fn capture() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+            logs
+        })
+        .clone()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The first line containing `needle`, waiting up to 5 s for it.
+    async fn line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self.text().lines().find(|l| l.contains(needle)) {
+                return l.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}; logs:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A tracker on the memory store with one UDP worker, an HTTP listener and
+/// the ops server, running the pre-hook `hook` built by `build`.
+async fn start_with_prehook<H: Hook>(hook: &str, build: fn() -> H) -> (karuta::Tracker, OpsServer) {
+    let mut registry = karuta::default_registry();
+    registry.register_hook(hook, move |_: NoOptions| {
+        Ok(Arc::new(build()) as Arc<dyn Hook>)
+    });
+    let yaml = format!(
+        "karuta:\n  http:\n    addr: \"127.0.0.1:0\"\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"ops\"\n    workers: 1\n  storage:\n    name: memory\n  prehooks:\n    - name: {hook}\n"
+    );
+    let registry = Arc::new(registry);
+    let loaded = config::parse(&ConfigSource::Embedded, &yaml, &registry).unwrap();
+    let tracker = karuta::Tracker::start(registry, loaded).await.unwrap();
+    let ops = OpsServer::start("127.0.0.1:0".parse().unwrap(), tracker.observed())
+        .await
+        .unwrap();
+    (tracker, ops)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_udp_worker_is_logged_when_it_dies_and_fails_health() {
+    let logs = Logs::capture();
+    let (tracker, ops) = start_with_prehook("panic on port", || PanicOnPort).await;
+    let (status, body) = tokio::task::block_in_place(|| get(ops.local_addr(), "/health"));
+    assert_eq!(status, 200, "{body}");
+
+    let udp = tracker.udp().unwrap().local_addr();
+    tokio::task::block_in_place(|| {
+        let mut c = UdpTrackerClient::new(udp, Duration::from_secs(3)).unwrap();
+        c.announce(&AnnounceParams::new(
+            InfoHash([1; 20]),
+            PeerId([1; 20]),
+            7001,
+        ))
+        .expect("a healthy worker answers");
+        let mut c = UdpTrackerClient::new(udp, Duration::from_millis(500)).unwrap();
+        let dead = c.announce(&AnnounceParams::new(
+            InfoHash([1; 20]),
+            PeerId([2; 20]),
+            PANIC_PORT,
+        ));
+        assert!(dead.is_err(), "a panicking worker sends no reply");
+    });
+
+    // Logged when it happens, with the panic's message, not only at stop.
+    let line = logs.line("a udp worker panicked").await;
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("the chosen request"), "{line}");
+
+    let (status, body) = tokio::task::block_in_place(|| get(ops.local_addr(), "/health"));
+    assert_eq!(status, 503, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["status"], "unavailable");
+    assert_eq!(
+        j["reasons"],
+        serde_json::json!(["udp: 0 of 1 workers running"]),
+        "only the udp frontend is named"
+    );
+    ops.stop().await;
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_and_udp_log_failures_that_are_not_the_clients_alike() {
+    let logs = Logs::capture();
+    let (tracker, ops) = start_with_prehook("broken scrapes", || BrokenScrapes).await;
+    let http = tracker.http().unwrap().local_addr().unwrap();
+    let udp = tracker.udp().unwrap().local_addr();
+    let (status, body) =
+        tokio::task::block_in_place(|| get(http, &format!("/scrape?info_hash={}", enc(&[3; 20]))));
+    assert_eq!(status, 200);
+    assert!(body.contains("internal server error"), "{body}");
+    let udp_reply = tokio::task::block_in_place(|| {
+        UdpTrackerClient::new(udp, Duration::from_secs(3))
+            .unwrap()
+            .scrape(&[InfoHash([3; 20])])
+    });
+    assert!(
+        format!("{udp_reply:?}").contains("internal server error"),
+        "{udp_reply:?}"
+    );
+    for frontend in ["http", "udp"] {
+        let line = logs.line(&format!("{frontend} scrape failed")).await;
+        assert!(line.contains("WARN"), "{line}");
+        assert!(
+            line.contains("internal error: a broken scrape hook"),
+            "{line}"
+        );
+    }
+    ops.stop().await;
+    tracker.shutdown().await;
+}

@@ -138,6 +138,7 @@ pub fn announce(
         uploaded: 0,
         downloaded: 0,
         left,
+        key: None,
         params: Params::default(),
     }
 }

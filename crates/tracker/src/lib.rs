@@ -15,6 +15,7 @@
 pub mod config;
 mod context;
 mod error;
+pub mod frontend;
 mod future;
 mod hook;
 pub mod ipnet;
