@@ -601,6 +601,11 @@ impl Drop for MemoryStore {
 }
 
 impl PeerStore for MemoryStore {
+    /// Everything is in memory under short locks: never waits.
+    fn may_wait(&self) -> bool {
+        false
+    }
+
     fn announce<'a>(
         &'a self,
         req: &'a AnnounceRequest,

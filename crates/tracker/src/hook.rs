@@ -35,6 +35,16 @@ pub trait Hook: Send + Sync + 'static {
         ReadyOrBoxed::ready(Ok(()))
     }
 
+    /// Whether the hook's futures may wait (I/O, a lock across an await).
+    /// A frontend that serves many requests on one thread (UDP) handles
+    /// requests of a chain where nothing waits in place, allocation-free,
+    /// and gives each request of a chain that may wait its own task, so one
+    /// waiting request does not hold up the others. Hooks that always answer
+    /// with `ReadyOrBoxed::ready` say `false`.
+    fn may_wait(&self) -> bool {
+        true
+    }
+
     /// Metrics the hook exports, read at each scrape of `/metrics`.
     fn metrics(&self, _out: &mut Vec<MetricSample>) {}
 

@@ -64,6 +64,8 @@ pub struct TrackerLogic {
     store: Arc<dyn PeerStore>,
     pre_hooks: Vec<NamedHook>,
     post_hooks: Vec<NamedHook>,
+    /// Whether the store or any hook may wait (see [`Hook::may_wait`]).
+    may_wait: bool,
 }
 
 impl TrackerLogic {
@@ -73,12 +75,29 @@ impl TrackerLogic {
         pre_hooks: Vec<NamedHook>,
         post_hooks: Vec<NamedHook>,
     ) -> Self {
+        let may_wait = store.may_wait()
+            || pre_hooks
+                .iter()
+                .chain(&post_hooks)
+                .any(|h| h.hook.may_wait());
         TrackerLogic {
             config,
             store,
             pre_hooks,
             post_hooks,
+            may_wait,
         }
+    }
+
+    /// Whether requests may wait for I/O anywhere in the chain: frontends
+    /// that serve many requests on one thread then give each its own task.
+    pub fn may_wait(&self) -> bool {
+        self.may_wait
+    }
+
+    /// The pre-hooks and post-hooks, in order.
+    pub fn hooks(&self) -> impl Iterator<Item = &NamedHook> {
+        self.pre_hooks.iter().chain(&self.post_hooks)
     }
 
     pub fn config(&self) -> &LogicConfig {

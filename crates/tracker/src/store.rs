@@ -139,6 +139,13 @@ pub trait PeerStore: Send + Sync + 'static {
         })
     }
 
+    /// Whether the store's futures may wait (a network round trip); see
+    /// [`Hook::may_wait`](crate::Hook::may_wait). An in-memory store says
+    /// `false`.
+    fn may_wait(&self) -> bool {
+        true
+    }
+
     /// Totals as of the last reporting interval; cheap enough to call per request.
     fn stats(&self) -> StoreStats;
 
