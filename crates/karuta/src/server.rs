@@ -101,7 +101,7 @@ async fn build_logic(
     let mut built: [Vec<NamedHook>; 2] = [Vec::new(), Vec::new()];
     for (slot, phase) in [HookPhase::Pre, HookPhase::Post].into_iter().enumerate() {
         for (name, name_key, options) in config.hooks(phase) {
-            match registry.build_hook(&name, &name_key, &options).await {
+            match registry.hooks().build(&name, &name_key, &options).await {
                 Ok(hook) => {
                     let rejections = observed.hook_counter(&name);
                     built[slot].push(NamedHook {
@@ -148,7 +148,8 @@ impl Tracker {
         let t = &config.tracker;
         let name_key = format!("{}.storage.name", config.root);
         let store = registry
-            .build_store(&t.storage.name, &name_key, &config.storage_options())
+            .stores()
+            .build(&t.storage.name, &name_key, &config.storage_options())
             .await
             .map_err(|e| ConfigFileError::with_key(&config.source, e))?;
         let observed = Arc::new(Observed::new(Arc::clone(&store)));

@@ -13,6 +13,7 @@
 //! store or a hook that talks to a database boxes one future per call.
 
 pub mod config;
+mod config_error;
 mod context;
 mod error;
 mod future;
@@ -29,13 +30,14 @@ pub mod benchmarks;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
+pub use config_error::ConfigError;
 pub use context::{Extensions, RequestContext};
 pub use error::{StoreError, TrackerError};
 pub use future::ReadyOrBoxed;
 pub use hook::{Hook, HookFuture};
 pub use limits::{MAX_NUMWANT_LIMIT, RequestLimits};
 pub use logic::{LogicConfig, NamedHook, SharedLogic, TrackerLogic};
-pub use registry::{BuildFuture, ConfigError, DriverConfig, Options, Registry};
+pub use registry::{BuildFuture, DriverConfig, Drivers, Options, Registry};
 pub use store::{PeerStore, StoreFuture, StoreStats, SwarmChange};
 
 /// Re-exported so hook and store crates name one version of the protocol types.
