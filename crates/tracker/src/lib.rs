@@ -36,7 +36,7 @@ pub use error::{StoreError, TrackerError};
 pub use future::ReadyOrBoxed;
 pub use hook::{Hook, HookFuture};
 pub use limits::{MAX_NUMWANT_LIMIT, RequestLimits};
-pub use logic::{LogicConfig, NamedHook, SharedLogic, TrackerLogic};
+pub use logic::{LogicConfig, NamedHook, Retiring, SharedLogic, TrackerLogic};
 pub use registry::{BuildFuture, DriverConfig, Drivers, Options, Registry};
 pub use store::{PeerStore, StoreFuture, StoreStats, SwarmChange};
 
