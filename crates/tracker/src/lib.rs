@@ -12,6 +12,8 @@
 //! needs no I/O answers with a ready value and allocates nothing, while the Redis
 //! store or a hook that talks to a database boxes one future per call.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 mod config_error;
 mod context;
