@@ -9,6 +9,8 @@
 //! It does no I/O and knows nothing of async, frontends or storage, so it can be
 //! fuzzed, benchmarked and reused on its own.
 
+#![forbid(unsafe_code)]
+
 pub mod bencode;
 mod error;
 mod params;

@@ -13,6 +13,8 @@
 //! - `read_timeout`, `write_timeout` and `idle_timeout` are enforced per
 //!   connection ([`io`]).
 
+#![forbid(unsafe_code)]
+
 mod client_ip;
 mod config;
 mod io;

@@ -320,14 +320,14 @@ fn validate_tracker(c: &LoadedConfig) -> Result<(), ConfigError> {
 /// The store's and hooks' names and options, by their drivers.
 fn validate(c: &LoadedConfig, registry: &Registry) -> Result<(), ConfigError> {
     let t = &c.tracker;
-    registry.validate_store(
+    registry.stores().validate(
         &t.storage.name,
         &format!("{}.storage.name", c.root),
         &c.storage_options(),
     )?;
     for phase in [HookPhase::Pre, HookPhase::Post] {
         for (name, name_key, options) in c.hooks(phase) {
-            registry.validate_hook(&name, &name_key, &options)?;
+            registry.hooks().validate(&name, &name_key, &options)?;
         }
     }
     Ok(())

@@ -12,6 +12,8 @@
 //! }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod e2e;

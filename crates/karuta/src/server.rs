@@ -14,7 +14,7 @@
 //! reload never meets a stopped hook.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use frontend_http::HttpFrontend;
 use frontend_udp::UdpFrontend;
@@ -107,7 +107,7 @@ async fn build_logic(
     let mut built: [Vec<NamedHook>; 2] = [Vec::new(), Vec::new()];
     for (slot, phase) in [HookPhase::Pre, HookPhase::Post].into_iter().enumerate() {
         for (name, name_key, options) in config.hooks(phase) {
-            match registry.build_hook(&name, &name_key, &options).await {
+            match registry.hooks().build(&name, &name_key, &options).await {
                 Ok(hook) => {
                     let rejections = observed.hook_counter(&name);
                     built[slot].push(NamedHook {
@@ -130,19 +130,28 @@ async fn build_logic(
 }
 
 /// Waits until `logic` has no other users (requests in flight), at most
-/// [`RETIRE_TIMEOUT`], then stops its hooks.
-async fn retire(logic: Arc<TrackerLogic>) {
-    let started = Instant::now();
-    while Arc::strong_count(&logic) > 1 && started.elapsed() < RETIRE_TIMEOUT {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if Arc::strong_count(&logic) > 1 {
+/// `timeout`, then stops its hooks. The wait is woken by the last user's drop,
+/// not polled. Returns how many users were left when the hooks were stopped.
+async fn retire(logic: Arc<TrackerLogic>, timeout: Duration) -> usize {
+    let retiring = logic.retire();
+    // No timer when no one is left: a stop then needs no runtime's clock
+    // (the allocation test stops the tracker by polling it once).
+    let users = if retiring.users() == 0 {
+        0
+    } else {
+        match tokio::time::timeout(timeout, retiring.released()).await {
+            Ok(()) => 0,
+            Err(_) => retiring.users(),
+        }
+    };
+    if users > 0 {
         tracing::warn!(
-            users = Arc::strong_count(&logic) - 1,
+            users,
             "requests still hold the previous configuration; stopping its hooks anyway"
         );
     }
-    logic.stop_hooks().await;
+    retiring.stop_hooks().await;
+    users
 }
 
 impl Tracker {
@@ -154,7 +163,8 @@ impl Tracker {
         let t = &config.tracker;
         let name_key = format!("{}.storage.name", config.root);
         let store = registry
-            .build_store(&t.storage.name, &name_key, &config.storage_options())
+            .stores()
+            .build(&t.storage.name, &name_key, &config.storage_options())
             .await
             .map_err(|e| ConfigFileError::with_key(&config.source, e))?;
         let observed = Arc::new(Observed::new(Arc::clone(&store)));
@@ -325,7 +335,7 @@ impl Tracker {
         self.record_frontends();
         self.reloads += 1;
         self.log_configuration();
-        retire(old).await;
+        retire(old, RETIRE_TIMEOUT).await;
         Ok(())
     }
 
@@ -340,7 +350,9 @@ impl Tracker {
         }
         // With the frontends gone, the tracker is the slot's last owner.
         match Arc::try_unwrap(self.logic) {
-            Ok(shared) => retire(shared.into_inner()).await,
+            Ok(shared) => {
+                retire(shared.into_inner(), RETIRE_TIMEOUT).await;
+            }
             Err(shared) => shared.load().stop_hooks().await,
         }
         if let Err(e) = self.store.stop().await {
@@ -377,7 +389,7 @@ pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Resul
     loop {
         tokio::select! {
             _ = usr1.recv() => {
-                                let before = tracker.config().tracker.metrics_addr.clone();
+                let before = tracker.config().tracker.metrics_addr.clone();
                 match tracker.reload().await {
                     Ok(()) => {
                         if tracker.config().tracker.metrics_addr != before {
@@ -408,4 +420,101 @@ pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Resul
     }
     tracing::info!("karuta stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use storage_memory::{MemoryConfig, MemoryStore};
+    use tokio::time::Instant;
+    use tracker::bittorrent::{AnnounceRequest, AnnounceResponse};
+    use tracker::{Hook, HookFuture, ReadyOrBoxed, RequestContext};
+
+    use super::*;
+
+    /// A hook that counts how often it is stopped.
+    #[derive(Default)]
+    struct Stops(AtomicUsize);
+
+    impl Hook for Stops {
+        fn handle_announce<'a>(
+            &'a self,
+            _: &'a mut RequestContext,
+            _: &'a AnnounceRequest,
+            _: &'a mut AnnounceResponse,
+        ) -> HookFuture<'a> {
+            ReadyOrBoxed::ready(Ok(()))
+        }
+
+        fn stop(&self) -> ReadyOrBoxed<'_, ()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            ReadyOrBoxed::ready(())
+        }
+    }
+
+    fn logic(pre: &Arc<Stops>, post: &Arc<Stops>) -> Arc<TrackerLogic> {
+        let store = Arc::new(MemoryStore::new(MemoryConfig::default()));
+        Arc::new(TrackerLogic::new(
+            Default::default(),
+            store,
+            vec![NamedHook::new("pre", Arc::clone(pre) as Arc<dyn Hook>)],
+            vec![NamedHook::new("post", Arc::clone(post) as Arc<dyn Hook>)],
+        ))
+    }
+
+    fn stops(hooks: [&Arc<Stops>; 2]) -> [usize; 2] {
+        hooks.map(|h| h.0.load(Ordering::SeqCst))
+    }
+
+    // The clock is paused and only moves when every task waits on a timer, so
+    // a retire that polled would finish a poll interval after the drop, and
+    // one that is woken finishes at the drop's instant.
+    #[tokio::test(start_paused = true)]
+    async fn retire_ends_when_the_last_user_drops() {
+        let (pre, post) = (Arc::new(Stops::default()), Arc::new(Stops::default()));
+        let logic = logic(&pre, &post);
+        let request = Arc::clone(&logic);
+        let retired = tokio::spawn(async move {
+            let users = retire(logic, RETIRE_TIMEOUT).await;
+            (users, Instant::now())
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Let the retire task run whatever its wake-up at this instant does,
+        // so the drop below falls between two of a poller's checks.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(stops([&pre, &post]), [0, 0], "stopped while in use");
+        let dropped = Instant::now();
+        drop(request);
+        let (users, finished) = retired.await.unwrap();
+        assert_eq!(users, 0);
+        assert_eq!(finished, dropped, "retire waited past the last drop");
+        assert_eq!(stops([&pre, &post]), [1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retire_without_users_ends_at_once() {
+        let (pre, post) = (Arc::new(Stops::default()), Arc::new(Stops::default()));
+        let started = Instant::now();
+        assert_eq!(retire(logic(&pre, &post), RETIRE_TIMEOUT).await, 0);
+        assert_eq!(Instant::now(), started);
+        assert_eq!(stops([&pre, &post]), [1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retire_gives_up_after_the_timeout() {
+        let (pre, post) = (Arc::new(Stops::default()), Arc::new(Stops::default()));
+        let logic = logic(&pre, &post);
+        let requests = [Arc::clone(&logic), Arc::clone(&logic)];
+        let started = Instant::now();
+        assert_eq!(retire(logic, RETIRE_TIMEOUT).await, 2, "users left");
+        assert_eq!(Instant::now() - started, RETIRE_TIMEOUT);
+        assert_eq!(stops([&pre, &post]), [1, 1]);
+        // The last user letting go later does not stop the hooks again.
+        drop(requests);
+        tokio::task::yield_now().await;
+        assert_eq!(stops([&pre, &post]), [1, 1]);
+    }
 }

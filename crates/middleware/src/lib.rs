@@ -10,6 +10,8 @@
 //! - `jwt` ([`jwt`]): the announce must carry a token signed by the issuer's
 //!   keys (a JWK set, refreshed) for this audience and this info hash.
 
+#![forbid(unsafe_code)]
+
 pub mod client_approval;
 pub mod interval_variation;
 pub mod jwt;

@@ -249,7 +249,8 @@ impl Tracker {
 
     async fn start_with(options: &Options) -> Tracker {
         let hook = registry()
-            .build_hook("jwt", "chihaya.prehooks[0].name", options)
+            .hooks()
+            .build("jwt", "chihaya.prehooks[0].name", options)
             .await
             .unwrap();
         let store = Arc::new(MemoryStore::new(MemoryConfig {
@@ -468,7 +469,8 @@ async fn build_errors_name_the_url() {
         .unwrap();
     let r = registry();
     let e = r
-        .build_hook(
+        .hooks()
+        .build(
             "jwt",
             "chihaya.prehooks[0].name",
             &options(&format!("http://{addr}/jwks.json"), "1m"),
@@ -478,7 +480,8 @@ async fn build_errors_name_the_url() {
         .expect("no JWK set, no hook");
     assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_url");
     let e = r
-        .validate_hook(
+        .hooks()
+        .validate(
             "jwt",
             "chihaya.prehooks[0].name",
             &options("ftp://issuer.example/jwks.json", "1m"),
@@ -486,7 +489,8 @@ async fn build_errors_name_the_url() {
         .unwrap_err();
     assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_url");
     let e = r
-        .validate_hook(
+        .hooks()
+        .validate(
             "jwt",
             "chihaya.prehooks[0].name",
             &options("http://127.0.0.1/jwks.json", "0s"),
@@ -512,7 +516,8 @@ async fn jwk_set_over_https() {
 
     // Without the private CA the server's certificate is not trusted.
     let e = registry()
-        .build_hook(
+        .hooks()
+        .build(
             "jwt",
             "chihaya.prehooks[0].name",
             &options(&jwks.url(), "1h"),
@@ -528,7 +533,8 @@ async fn jwk_set_over_https() {
     std::fs::write(&empty, "").unwrap();
     for bad in [dir.join("missing.pem"), empty] {
         let e = registry()
-            .build_hook(
+            .hooks()
+            .build(
                 "jwt",
                 "chihaya.prehooks[0].name",
                 &options_with_ca(&jwks.url(), "1h", Some(&bad)),

@@ -11,6 +11,8 @@
 //! publishes totals every `prometheus_reporting_interval`; it stops when the
 //! store is stopped or dropped.
 
+#![forbid(unsafe_code)]
+
 mod swarm;
 
 use std::net::IpAddr;

@@ -53,6 +53,8 @@
 //! [`StoreError::Unavailable`]. The connection is a `ConnectionManager`,
 //! which reconnects by itself when Redis comes back.
 
+#![forbid(unsafe_code)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};

@@ -12,7 +12,10 @@
 //! needs no I/O answers with a ready value and allocates nothing, while the Redis
 //! store or a hook that talks to a database boxes one future per call.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
+mod config_error;
 mod context;
 mod error;
 pub mod frontend;
@@ -31,13 +34,14 @@ pub mod benchmarks;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
+pub use config_error::ConfigError;
 pub use context::{Extensions, RequestContext};
 pub use error::{StoreError, TrackerError};
 pub use future::ReadyOrBoxed;
 pub use hook::{Hook, HookFuture};
 pub use limits::{MAX_NUMWANT_LIMIT, RequestLimits};
-pub use logic::{LogicConfig, NamedHook, SharedLogic, TrackerLogic};
-pub use registry::{BuildFuture, ConfigError, DriverConfig, Options, Registry};
+pub use logic::{LogicConfig, NamedHook, Retiring, SharedLogic, TrackerLogic};
+pub use registry::{BuildFuture, DriverConfig, Drivers, Options, Registry};
 pub use store::{PeerStore, StoreFuture, StoreStats, SwarmChange};
 
 /// Re-exported so hook and store crates name one version of the protocol types.

@@ -8,11 +8,12 @@
 //!                   already done or skipped)
 //! ```
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 
 use bittorrent::{AnnounceRequest, AnnounceResponse, ScrapeRequest, ScrapeResponse};
 
@@ -66,6 +67,16 @@ pub struct TrackerLogic {
     post_hooks: Vec<NamedHook>,
     /// Whether the store or any hook may wait (see [`Hook::may_wait`]).
     may_wait: bool,
+    /// Notified when the logic is dropped, that is when the last request
+    /// holding it lets go: what a [`Retiring`] logic waits for before its
+    /// hooks are stopped. A `Notify` keeps the wake-up if nobody waits yet.
+    released: Arc<Notify>,
+}
+
+impl Drop for TrackerLogic {
+    fn drop(&mut self) {
+        self.released.notify_one();
+    }
 }
 
 impl TrackerLogic {
@@ -86,6 +97,7 @@ impl TrackerLogic {
             pre_hooks,
             post_hooks,
             may_wait,
+            released: Arc::default(),
         }
     }
 
@@ -233,17 +245,65 @@ impl TrackerLogic {
     /// Stops every hook (pre then post), once each. The store is not stopped:
     /// it outlives configuration reloads and is stopped by its owner.
     pub async fn stop_hooks(&self) {
-        for named in self.pre_hooks.iter().chain(&self.post_hooks) {
-            named.hook.stop().await;
-            tracing::debug!(hook = %named.name, "hook stopped");
+        stop_each(self.pre_hooks.iter().chain(&self.post_hooks)).await;
+    }
+
+    /// Takes this handle out of service, keeping only what is needed to stop
+    /// the hooks once the other holders (requests in flight) let go.
+    pub fn retire(self: Arc<Self>) -> Retiring {
+        Retiring {
+            hooks: self
+                .pre_hooks
+                .iter()
+                .chain(&self.post_hooks)
+                .cloned()
+                .collect(),
+            released: Arc::clone(&self.released),
+            users: Arc::downgrade(&self),
         }
+    }
+}
+
+async fn stop_each(hooks: impl Iterator<Item = &NamedHook>) {
+    for named in hooks {
+        named.hook.stop().await;
+        tracing::debug!(hook = %named.name, "hook stopped");
+    }
+}
+
+/// A tracker logic a reload replaced, whose hooks are still to be stopped.
+/// It holds the hooks but not the logic, so the logic is dropped, and
+/// [`Retiring::released`] woken, as soon as its last user lets go.
+pub struct Retiring {
+    hooks: Vec<NamedHook>,
+    released: Arc<Notify>,
+    users: Weak<TrackerLogic>,
+}
+
+impl Retiring {
+    /// Resolves once no one holds the logic any more (at once if no one does).
+    pub async fn released(&self) {
+        while self.users.strong_count() > 0 {
+            self.released.notified().await;
+        }
+    }
+
+    /// How many still hold the logic (requests in flight).
+    pub fn users(&self) -> usize {
+        self.users.strong_count()
+    }
+
+    /// Stops every hook (pre then post), once each: consuming `self` makes a
+    /// second stop impossible.
+    pub async fn stop_hooks(self) {
+        stop_each(self.hooks.iter()).await;
     }
 }
 
 /// The tracker logic frontends use, swappable at a reload without stopping
 /// them: a frontend loads the current logic once per request (or per batch of
 /// packets) and drops it when done, so the logic a reload replaces is retired
-/// only when no request holds it any more.
+/// only when no request holds it any more ([`TrackerLogic::retire`]).
 pub struct SharedLogic(ArcSwap<TrackerLogic>);
 
 impl SharedLogic {

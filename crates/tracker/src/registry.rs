@@ -4,7 +4,9 @@
 //! a company that compiles its own hooks in registers theirs the same way. A
 //! driver declares a typed config; the registry deserializes the options into
 //! it, so every driver's errors name the exact key that is wrong, and a config
-//! can be checked without starting anything.
+//! can be checked without starting anything. Hooks and stores are two tables
+//! of the same [`Drivers`] type, so both kinds are registered, checked and
+//! built by one body of code.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,41 +16,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::{Hook, PeerStore};
-
-/// A configuration problem: which key, and what is wrong with it.
-///
-/// `key` is the full dotted path (`chihaya.storage.config.gc_interval`); the
-/// binary adds the file name when it reports the error.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    /// Prefixes the key with the path of the section it was found in.
-    pub fn within(mut self, section: &str) -> Self {
-        self.key = join_key(section, &self.key);
-        self
-    }
-}
-
-fn join_key(section: &str, key: &str) -> String {
-    match (section.is_empty(), key.is_empty()) {
-        (true, _) => key.to_owned(),
-        (_, true) => section.to_owned(),
-        _ => format!("{section}.{key}"),
-    }
-}
+use crate::config_error::join_key;
+use crate::{ConfigError, Hook, PeerStore};
 
 /// A driver's raw options (the `options:` of a hook, the `config:` of a store)
 /// and where in the file they came from.
@@ -179,19 +148,108 @@ impl<T: Send + 'static> Driver<T> {
     }
 }
 
-/// The hook and store drivers known by name.
-#[derive(Default)]
-pub struct Registry {
-    hooks: BTreeMap<String, Driver<Arc<dyn Hook>>>,
-    stores: BTreeMap<String, Driver<Arc<dyn PeerStore>>>,
+/// The drivers of one kind (hooks, or stores) by name. One table serves both
+/// kinds: they differ only in what a driver builds and in the word an
+/// unknown name is reported with.
+pub struct Drivers<T> {
+    /// `hook` or `storage`, for "unknown hook \"x\"".
+    kind: &'static str,
+    drivers: BTreeMap<String, Driver<T>>,
 }
 
-impl fmt::Debug for Registry {
+impl<T: Send + 'static> Drivers<T> {
+    fn new(kind: &'static str) -> Self {
+        Drivers {
+            kind,
+            drivers: BTreeMap::new(),
+        }
+    }
+
+    /// Registers a driver under `name`; a later registration of the same name wins.
+    pub fn register<C: DriverConfig>(
+        &mut self,
+        name: &str,
+        build: impl Fn(C) -> Result<T, ConfigError> + Send + Sync + 'static,
+    ) {
+        self.register_async(name, move |c: C| std::future::ready(build(c)));
+    }
+
+    /// Registers a driver whose construction awaits I/O (connecting, fetching
+    /// keys, restoring a backup).
+    pub fn register_async<C, F>(
+        &mut self,
+        name: &str,
+        build: impl Fn(C) -> F + Send + Sync + 'static,
+    ) where
+        C: DriverConfig,
+        F: Future<Output = Result<T, ConfigError>> + Send + 'static,
+    {
+        self.drivers.insert(name.to_owned(), Driver::new(build));
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.drivers.keys().map(String::as_str)
+    }
+
+    /// Checks a driver's name and options without building anything.
+    /// `name_key` is where the name was found, for an unknown name.
+    pub fn validate(
+        &self,
+        name: &str,
+        name_key: &str,
+        options: &Options,
+    ) -> Result<(), ConfigError> {
+        (self.lookup(name, name_key)?.validate)(options)
+    }
+
+    /// Builds the driver `name` from its options.
+    pub async fn build(
+        &self,
+        name: &str,
+        name_key: &str,
+        options: &Options,
+    ) -> Result<T, ConfigError> {
+        (self.lookup(name, name_key)?.build)(options).await
+    }
+
+    fn lookup(&self, name: &str, name_key: &str) -> Result<&Driver<T>, ConfigError> {
+        self.drivers.get(name).ok_or_else(|| {
+            let known: Vec<String> = self.names().map(|k| format!("{k:?}")).collect();
+            ConfigError::new(
+                name_key,
+                format!(
+                    "unknown {} {name:?} (known: {})",
+                    self.kind,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
+    }
+}
+
+impl<T> fmt::Debug for Drivers<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
-            .field("hooks", &self.hooks.keys().collect::<Vec<_>>())
-            .field("stores", &self.stores.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_list().entries(self.drivers.keys()).finish()
+    }
+}
+
+/// The hook and store drivers known by name.
+#[derive(Debug)]
+pub struct Registry {
+    hooks: Drivers<Arc<dyn Hook>>,
+    stores: Drivers<Arc<dyn PeerStore>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            hooks: Drivers::new("hook"),
+            stores: Drivers::new("storage"),
+        }
     }
 }
 
@@ -199,6 +257,16 @@ impl Registry {
     /// An empty registry; the `karuta` crate offers one with the built-ins.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The hook drivers (`prehooks:` and `posthooks:` names).
+    pub fn hooks(&self) -> &Drivers<Arc<dyn Hook>> {
+        &self.hooks
+    }
+
+    /// The store drivers (`storage.name`).
+    pub fn stores(&self) -> &Drivers<Arc<dyn PeerStore>> {
+        &self.stores
     }
 
     /// Registers a hook under `name`; a later registration of the same name wins.
@@ -212,8 +280,7 @@ impl Registry {
         name: &str,
         build: impl Fn(C) -> Result<Arc<dyn Hook>, ConfigError> + Send + Sync + 'static,
     ) {
-        let driver = Driver::new(move |c: C| std::future::ready(build(c)));
-        self.hooks.insert(name.to_owned(), driver);
+        self.hooks.register(name, build);
     }
 
     /// Registers a hook whose construction awaits I/O.
@@ -225,7 +292,7 @@ impl Registry {
         C: DriverConfig,
         F: Future<Output = Result<Arc<dyn Hook>, ConfigError>> + Send + 'static,
     {
-        self.hooks.insert(name.to_owned(), Driver::new(build));
+        self.hooks.register_async(name, build);
     }
 
     /// Registers a store under `name`; a later registration of the same name wins.
@@ -234,8 +301,7 @@ impl Registry {
         name: &str,
         build: impl Fn(C) -> Result<Arc<dyn PeerStore>, ConfigError> + Send + Sync + 'static,
     ) {
-        let driver = Driver::new(move |c: C| std::future::ready(build(c)));
-        self.stores.insert(name.to_owned(), driver);
+        self.stores.register(name, build);
     }
 
     /// Registers a store whose construction awaits I/O (connecting, say).
@@ -247,76 +313,8 @@ impl Registry {
         C: DriverConfig,
         F: Future<Output = Result<Arc<dyn PeerStore>, ConfigError>> + Send + 'static,
     {
-        self.stores.insert(name.to_owned(), Driver::new(build));
+        self.stores.register_async(name, build);
     }
-
-    pub fn hook_names(&self) -> impl Iterator<Item = &str> {
-        self.hooks.keys().map(String::as_str)
-    }
-
-    pub fn store_names(&self) -> impl Iterator<Item = &str> {
-        self.stores.keys().map(String::as_str)
-    }
-
-    /// Checks a hook's name and options without building it.
-    pub fn validate_hook(
-        &self,
-        name: &str,
-        name_key: &str,
-        options: &Options,
-    ) -> Result<(), ConfigError> {
-        (lookup(&self.hooks, "hook", name, name_key)?.validate)(options)
-    }
-
-    pub async fn build_hook(
-        &self,
-        name: &str,
-        name_key: &str,
-        options: &Options,
-    ) -> Result<Arc<dyn Hook>, ConfigError> {
-        (lookup(&self.hooks, "hook", name, name_key)?.build)(options).await
-    }
-
-    /// Checks a store's name and options without building it.
-    pub fn validate_store(
-        &self,
-        name: &str,
-        name_key: &str,
-        options: &Options,
-    ) -> Result<(), ConfigError> {
-        (lookup(&self.stores, "storage", name, name_key)?.validate)(options)
-    }
-
-    pub async fn build_store(
-        &self,
-        name: &str,
-        name_key: &str,
-        options: &Options,
-    ) -> Result<Arc<dyn PeerStore>, ConfigError> {
-        (lookup(&self.stores, "storage", name, name_key)?.build)(options).await
-    }
-}
-
-fn lookup<'r, T>(
-    drivers: &'r BTreeMap<String, Driver<T>>,
-    kind: &str,
-    name: &str,
-    name_key: &str,
-) -> Result<&'r Driver<T>, ConfigError> {
-    drivers.get(name).ok_or_else(|| {
-        let known: Vec<String> = drivers.keys().map(|k| format!("{k:?}")).collect();
-        ConfigError::new(
-            name_key,
-            format!(
-                "unknown {kind} {name:?} (known: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        )
-    })
 }
 
 #[cfg(test)]
@@ -327,7 +325,6 @@ mod tests {
     use serde::Deserialize;
 
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     struct Limit {
         max: u32,
         #[serde(default)]
@@ -372,32 +369,37 @@ mod tests {
     async fn builds_by_name() {
         let r = registry();
         assert!(
-            r.build_hook("limit", "k", &opts(serde_json::json!({"max": 3})))
+            r.hooks()
+                .build("limit", "k", &opts(serde_json::json!({"max": 3})))
                 .await
                 .is_ok()
         );
-        assert_eq!(r.hook_names().collect::<Vec<_>>(), ["limit"]);
+        assert_eq!(r.hooks().names().collect::<Vec<_>>(), ["limit"]);
     }
 
     #[test]
     fn errors_name_the_key() {
         let r = registry();
         let e = r
-            .validate_hook("limit", "k", &opts(serde_json::json!({"max": "x"})))
+            .hooks()
+            .validate("limit", "k", &opts(serde_json::json!({"max": "x"})))
             .unwrap_err();
         assert_eq!(e.key, "chihaya.prehooks[0].options.max");
         let e = r
-            .validate_hook("limit", "k", &opts(serde_json::json!({"max": 0})))
+            .hooks()
+            .validate("limit", "k", &opts(serde_json::json!({"max": 0})))
             .unwrap_err();
         assert_eq!(e.key, "chihaya.prehooks[0].options.max");
         assert_eq!(e.message, "must be at least 1");
         let e = r
-            .validate_hook("limit", "k", &opts(serde_json::Value::Null))
+            .hooks()
+            .validate("limit", "k", &opts(serde_json::Value::Null))
             .unwrap_err();
         assert_eq!(e.key, "chihaya.prehooks[0].options");
         assert!(e.message.contains("max"), "{}", e.message);
         let e = r
-            .validate_hook(
+            .hooks()
+            .validate(
                 "nope",
                 "chihaya.prehooks[0].name",
                 &opts(serde_json::Value::Null),
@@ -405,5 +407,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.key, "chihaya.prehooks[0].name");
         assert_eq!(e.message, "unknown hook \"nope\" (known: \"limit\")");
+    }
+
+    #[tokio::test]
+    async fn stores_share_the_table() {
+        let mut r = registry();
+        r.register_store_async("slow", |c: Limit| async move {
+            Err::<Arc<dyn PeerStore>, _>(ConfigError::new("max", format!("{} is too slow", c.max)))
+        });
+        let options = Options::new(serde_json::json!({"max": 2}), "chihaya.storage.config");
+        let e = r
+            .stores()
+            .build("slow", "chihaya.storage.name", &options)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.key, "chihaya.storage.config.max",
+            "build errors are placed in the section"
+        );
+        assert_eq!(e.message, "2 is too slow");
+        let e = r
+            .stores()
+            .validate("limit", "chihaya.storage.name", &options)
+            .unwrap_err();
+        assert_eq!(e.key, "chihaya.storage.name");
+        assert_eq!(e.message, "unknown storage \"limit\" (known: \"slow\")");
+        assert_eq!(r.hooks().names().collect::<Vec<_>>(), ["limit"]);
+        assert_eq!(
+            format!("{r:?}"),
+            "Registry { hooks: [\"limit\"], stores: [\"slow\"] }"
+        );
     }
 }

@@ -4,6 +4,8 @@
 //! The generator draws them from rand 0.8's `SmallRng` seeded with a fixed
 //! value, one `u8` at a time; drawing the same way reproduces them.
 
+#![forbid(unsafe_code)]
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::io::Write;
