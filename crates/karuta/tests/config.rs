@@ -12,9 +12,10 @@ use karuta::config::{self, ConfigSource, TrackerConfig};
 use test_support::TempDir;
 use tracker::config::ConfigDuration;
 
+/// chihaya's example files, mirrored in `tests/fixtures/chihaya/`.
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/chihaya")
+        .join("tests/fixtures/chihaya")
         .join(name)
 }
 

@@ -153,7 +153,7 @@ async fn chihayas_example_with_its_hooks_enabled_loads_and_behaves() {
     // all but jwt (which needs a key server) and give the frontends free ports.
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/chihaya/example_config.yaml"
+        "/tests/fixtures/chihaya/example_config.yaml"
     );
     let text = std::fs::read_to_string(path).unwrap();
     let mut enabled = String::new();
