@@ -2,15 +2,18 @@
 //! scrape replies, every error path, routes with parameters, proxies, HTTPS,
 //! keep-alive and the timeouts.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bittorrent::bencode::Value;
 use bittorrent::{AnnounceRequest, AnnounceResponse, ClientError};
 use frontend_http::{HttpConfig, HttpFrontend};
 use storage_memory::{MemoryConfig, MemoryStore};
+use test_support::bencode::{self, Fields};
+use test_support::http::{self, Response};
+use test_support::{TempDir, percent_encode};
 use tracker::config::ConfigDuration;
 use tracker::{
     Hook, HookFuture, LogicConfig, NamedHook, ReadyOrBoxed, RequestContext, SharedLogic,
@@ -81,143 +84,18 @@ fn start(tweak: impl FnOnce(&mut HttpConfig)) -> HttpFrontend {
     .unwrap()
 }
 
-/// A small bencode reader for the assertions.
-#[derive(Clone, Debug, PartialEq)]
-enum B {
-    Int(i64),
-    Bytes(Vec<u8>),
-    List(Vec<B>),
-    Dict(BTreeMap<Vec<u8>, B>),
+/// One GET on a fresh connection.
+fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Response {
+    http::get(addr, target)
+        .headers(headers)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .expect("a reply")
 }
 
-impl B {
-    fn parse(data: &[u8]) -> B {
-        let (v, rest) = B::read(data);
-        assert!(rest.is_empty(), "trailing bytes after bencode");
-        v
-    }
-
-    fn read(d: &[u8]) -> (B, &[u8]) {
-        match d[0] {
-            b'i' => {
-                let end = d.iter().position(|&c| c == b'e').unwrap();
-                (
-                    B::Int(std::str::from_utf8(&d[1..end]).unwrap().parse().unwrap()),
-                    &d[end + 1..],
-                )
-            }
-            b'l' => {
-                let mut rest = &d[1..];
-                let mut items = Vec::new();
-                while rest[0] != b'e' {
-                    let (v, r) = B::read(rest);
-                    items.push(v);
-                    rest = r;
-                }
-                (B::List(items), &rest[1..])
-            }
-            b'd' => {
-                let mut rest = &d[1..];
-                let mut map = BTreeMap::new();
-                let mut last: Option<Vec<u8>> = None;
-                while rest[0] != b'e' {
-                    let (B::Bytes(k), r) = B::read(rest) else {
-                        panic!("dict key not a string")
-                    };
-                    assert!(last.as_ref().is_none_or(|l| *l < k), "dict keys not sorted");
-                    let (v, r) = B::read(r);
-                    last = Some(k.clone());
-                    map.insert(k, v);
-                    rest = r;
-                }
-                (B::Dict(map), &rest[1..])
-            }
-            _ => {
-                let colon = d.iter().position(|&c| c == b':').unwrap();
-                let len: usize = std::str::from_utf8(&d[..colon]).unwrap().parse().unwrap();
-                (
-                    B::Bytes(d[colon + 1..colon + 1 + len].to_vec()),
-                    &d[colon + 1 + len..],
-                )
-            }
-        }
-    }
-
-    fn get(&self, key: &str) -> &B {
-        match self {
-            B::Dict(m) => m
-                .get(key.as_bytes())
-                .unwrap_or_else(|| panic!("no key {key:?} in {self:?}")),
-            _ => panic!("not a dict: {self:?}"),
-        }
-    }
-
-    fn has(&self, key: &str) -> bool {
-        matches!(self, B::Dict(m) if m.contains_key(key.as_bytes()))
-    }
-
-    fn int(&self) -> i64 {
-        match self {
-            B::Int(i) => *i,
-            _ => panic!("not an int: {self:?}"),
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            B::Bytes(b) => b,
-            _ => panic!("not bytes: {self:?}"),
-        }
-    }
-
-    fn failure(&self) -> String {
-        String::from_utf8(self.get("failure reason").bytes().to_vec()).unwrap()
-    }
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn bencode(&self) -> B {
-        assert_eq!(self.status, 200, "{}", self.head);
-        assert!(
-            self.head
-                .to_ascii_lowercase()
-                .contains("content-type: text/plain"),
-            "{}",
-            self.head
-        );
-        B::parse(&self.body)
-    }
-}
-
-/// Reads one HTTP/1.1 response (Content-Length framed) from `s`.
-fn read_reply(s: &mut TcpStream) -> Option<Reply> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => buf.push(byte[0]),
-        }
-    }
-    let head = String::from_utf8(buf).unwrap();
-    let status = head[9..12].parse().unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    Some(Reply { status, head, body })
+/// Reads one reply on a connection the test drives itself.
+fn read_reply(s: &mut TcpStream) -> Option<Response> {
+    http::read_response(s, Duration::from_secs(5)).ok()
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -226,27 +104,30 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// One GET on a fresh connection.
-fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut s = connect(addr);
-    let mut req = format!("GET {target} HTTP/1.1\r\nHost: tracker\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    read_reply(&mut s).expect("a reply")
+/// A tracker reply: status 200, `text/plain`, strictly bencoded.
+trait Bencoded {
+    fn bencode(self) -> Value<'static>;
 }
 
-fn enc(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+impl Bencoded for Response {
+    fn bencode(self) -> Value<'static> {
+        assert_eq!(self.status, 200, "{}", self.head);
+        assert!(
+            self.head
+                .to_ascii_lowercase()
+                .contains("content-type: text/plain"),
+            "{}",
+            self.head
+        );
+        bencode::strict_static(self.body).unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 fn announce_query(ih: u8, peer: u8, port: u16, extra: &str) -> String {
     format!(
         "info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left=10{extra}",
-        enc(&[ih; 20]),
-        enc(&[peer; 20])
+        percent_encode(&[ih; 20]),
+        percent_encode(&[peer; 20])
     )
 }
 
@@ -260,13 +141,13 @@ async fn compact_announces_over_ipv4() {
         &[],
     )
     .bencode();
-    assert_eq!(first.get("complete").int(), 0);
-    assert_eq!(first.get("incomplete").int(), 1);
-    assert_eq!(first.get("interval").int(), 1800);
-    assert_eq!(first.get("min interval").int(), 900);
-    assert_eq!(first.get("downloaded").int(), 0);
-    assert_eq!(first.get("external ip").bytes(), &[127, 0, 0, 1], "BEP 24");
-    assert_eq!(first.get("peers").bytes(), b"", "never the announcer");
+    assert_eq!(first.at("complete").int(), 0);
+    assert_eq!(first.at("incomplete").int(), 1);
+    assert_eq!(first.at("interval").int(), 1800);
+    assert_eq!(first.at("min interval").int(), 900);
+    assert_eq!(first.at("downloaded").int(), 0);
+    assert_eq!(first.at("external ip").bytes(), &[127, 0, 0, 1], "BEP 24");
+    assert_eq!(first.at("peers").bytes(), b"", "never the announcer");
     assert!(!first.has("peers6"));
 
     let second = get(
@@ -279,15 +160,15 @@ async fn compact_announces_over_ipv4() {
     )
     .bencode();
     assert_eq!(
-        second.get("peers").bytes(),
+        second.at("peers").bytes(),
         &[127, 0, 0, 1, 0x1b, 0x59],
         "6-byte compact peer 127.0.0.1:7001"
     );
     assert_eq!(
-        (second.get("complete").int(), second.get("incomplete").int()),
+        (second.at("complete").int(), second.at("incomplete").int()),
         (1, 1)
     );
-    assert_eq!(second.get("downloaded").int(), 1, "snatches");
+    assert_eq!(second.at("downloaded").int(), 1, "snatches");
 
     // Non-compact on request: a list of {ip, port}.
     let third = get(
@@ -296,13 +177,11 @@ async fn compact_announces_over_ipv4() {
         &[],
     )
     .bencode();
-    let B::List(peers) = third.get("peers") else {
-        panic!()
-    };
+    let peers = third.at("peers").list();
     assert_eq!(peers.len(), 2);
     for p in peers {
-        assert_eq!(p.get("ip").bytes(), b"127.0.0.1");
-        assert!([7001, 7002].contains(&p.get("port").int()));
+        assert_eq!(p.at("ip").bytes(), b"127.0.0.1");
+        assert!([7001, 7002].contains(&p.at("port").int()));
     }
     // numwant caps the list.
     let one = get(
@@ -311,7 +190,7 @@ async fn compact_announces_over_ipv4() {
         &[],
     )
     .bencode();
-    assert_eq!(one.get("peers").bytes().len(), 6);
+    assert_eq!(one.at("peers").bytes().len(), 6);
     t.stop().await;
 }
 
@@ -331,12 +210,12 @@ async fn ipv6_announces_carry_peers6() {
         &[],
     )
     .bencode();
-    let peers6 = r.get("peers6").bytes();
+    let peers6 = r.at("peers6").bytes();
     assert_eq!(peers6.len(), 18);
     assert_eq!(&peers6[..16], &std::net::Ipv6Addr::LOCALHOST.octets());
     assert_eq!(&peers6[16..], &7001u16.to_be_bytes());
-    assert_eq!(r.get("peers").bytes(), b"");
-    assert_eq!(r.get("external ip").bytes().len(), 16);
+    assert_eq!(r.at("peers").bytes(), b"");
+    assert_eq!(r.at("external ip").bytes().len(), 16);
     t.stop().await;
 }
 
@@ -361,38 +240,34 @@ async fn scrapes_report_complete_incomplete_downloaded() {
     .bencode();
     let q = format!(
         "/scrape?info_hash={}&info_hash={}",
-        enc(&[3; 20]),
-        enc(&[4; 20])
+        percent_encode(&[3; 20]),
+        percent_encode(&[4; 20])
     );
     let files = get(addr, &q, &[]).bencode();
-    let B::Dict(files) = files.get("files") else {
-        panic!()
-    };
-    let three = &files[&vec![3u8; 20]];
+    let files = files.at("files");
+    let three = files.entry(&[3u8; 20]);
     assert_eq!(
         (
-            three.get("complete").int(),
-            three.get("incomplete").int(),
-            three.get("downloaded").int()
+            three.at("complete").int(),
+            three.at("incomplete").int(),
+            three.at("downloaded").int()
         ),
         (1, 1, 1)
     );
-    let four = &files[&vec![4u8; 20]];
-    assert_eq!(four.get("complete").int() + four.get("incomplete").int(), 0);
+    let four = files.entry(&[4u8; 20]);
+    assert_eq!(four.at("complete").int() + four.at("incomplete").int(), 0);
     // Capped at max_scrape_infohashes (3).
     let many: String = (10..15u8)
-        .map(|i| format!("info_hash={}&", enc(&[i; 20])))
+        .map(|i| format!("info_hash={}&", percent_encode(&[i; 20])))
         .collect();
     let capped = get(addr, &format!("/scrape?{many}"), &[]).bencode();
-    let B::Dict(files) = capped.get("files") else {
-        panic!()
-    };
+    let files = capped.at("files").dict();
     assert_eq!(files.len(), 3);
     // With a passkey route too.
     assert!(
         get(
             addr,
-            &format!("/key123/scrape?info_hash={}", enc(&[3; 20])),
+            &format!("/key123/scrape?info_hash={}", percent_encode(&[3; 20])),
             &[]
         )
         .bencode()
@@ -409,7 +284,7 @@ async fn scrapes_report_complete_incomplete_downloaded() {
 async fn malformed_announces_get_a_failure_reason() {
     let t = start(|_| {});
     let addr = t.local_addr().unwrap();
-    let ih = enc(&[5; 20]);
+    let ih = percent_encode(&[5; 20]);
     let base = announce_query(5, 1, 7001, "");
     let cases: Vec<(String, &str)> = vec![
         (
@@ -421,16 +296,19 @@ async fn malformed_announces_get_a_failure_reason() {
             "no info_hash parameter supplied",
         ),
         (
-            format!("{base}&info_hash={}", enc(&[6; 20])),
+            format!("{base}&info_hash={}", percent_encode(&[6; 20])),
             "multiple info_hash parameters supplied",
         ),
         (format!("{base}&info_hash=%01"), "provided invalid infohash"),
         (
-            base.replace(&format!("peer_id={}", enc(&[1; 20])), ""),
+            base.replace(&format!("peer_id={}", percent_encode(&[1; 20])), ""),
             "failed to parse parameter: peer_id",
         ),
         (
-            base.replace(&format!("peer_id={}", enc(&[1; 20])), "peer_id=short"),
+            base.replace(
+                &format!("peer_id={}", percent_encode(&[1; 20])),
+                "peer_id=short",
+            ),
             "failed to provide valid peer_id",
         ),
         (
@@ -492,7 +370,7 @@ async fn route_parameters_and_warnings_reach_hooks_and_replies() {
     )
     .bencode();
     assert_eq!(
-        warned.get("warning message").bytes(),
+        warned.at("warning message").bytes(),
         b"you have been warned"
     );
     t.stop().await;
@@ -609,15 +487,15 @@ async fn port_zero_is_answered_but_not_handed_out() {
         &[],
     )
     .bencode();
-    assert_eq!(zero.get("peers").bytes().len(), 6, "it gets peers");
-    assert_eq!(zero.get("incomplete").int(), 1, "but is not counted");
+    assert_eq!(zero.at("peers").bytes().len(), 6, "it gets peers");
+    assert_eq!(zero.at("incomplete").int(), 1, "but is not counted");
     let other = get(
         addr,
         &format!("/announce?{}", announce_query(14, 3, 7003, "")),
         &[],
     )
     .bencode();
-    assert_eq!(other.get("peers").bytes().len(), 6, "nor handed out");
+    assert_eq!(other.at("peers").bytes().len(), 6, "nor handed out");
     t.stop().await;
 }
 
@@ -752,12 +630,11 @@ async fn https_with_a_certificate_made_here() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls;
 
-    let dir = std::env::temp_dir().join(format!("karuta-https-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("https-cert");
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let t = start(|c| {
@@ -802,7 +679,6 @@ async fn https_with_a_certificate_made_here() {
     let mut buf = [0u8; 64];
     let _ = s.read(&mut buf);
     t.stop().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

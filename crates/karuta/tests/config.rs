@@ -9,11 +9,13 @@ use std::time::Duration;
 use frontend_http::HttpConfig;
 use frontend_udp::UdpConfig;
 use karuta::config::{self, ConfigSource, TrackerConfig};
+use test_support::TempDir;
 use tracker::config::ConfigDuration;
 
+/// chihaya's example files, mirrored in `tests/fixtures/chihaya/`.
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/chihaya")
+        .join("tests/fixtures/chihaya")
         .join(name)
 }
 
@@ -224,12 +226,6 @@ fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("karuta-config-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Asserts a failed check whose error is one line naming the file and the key.
 fn assert_one_line_error(file: &Path, key: &str, what: &str) {
     let out = check_config(file);
@@ -248,23 +244,24 @@ fn assert_one_line_error(file: &Path, key: &str, what: &str) {
 
 #[test]
 fn mistakes_give_one_line_errors_naming_file_and_key() {
-    let dir = tempdir("errors");
+    let tmp = TempDir::new("config-errors");
+    let dir = tmp.path();
     let yaml = write_config(
-        &dir,
+        dir,
         "malformed.yaml",
         "chihaya:\n  http:\n    addr: [1, 2\n",
     );
     assert_one_line_error(&yaml, "line 3", "invalid YAML");
 
     let wrong_type = write_config(
-        &dir,
+        dir,
         "type.yaml",
         "chihaya:\n  http:\n    max_numwant: \"lots\"\n",
     );
     assert_one_line_error(&wrong_type, "chihaya.http.max_numwant", "invalid type");
 
     let store = write_config(
-        &dir,
+        dir,
         "store.yaml",
         "chihaya:\n  storage:\n    name: cassandra\n",
     );
@@ -275,7 +272,7 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
     );
 
     let hook = write_config(
-        &dir,
+        dir,
         "hook.yaml",
         "karuta:\n  prehooks:\n    - name: \"no such hook\"\n",
     );
@@ -286,7 +283,7 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
     );
 
     let duration = write_config(
-        &dir,
+        dir,
         "duration.yaml",
         "chihaya:\n  storage:\n    name: memory\n    config:\n      gc_interval: \"3 minutes\"\n",
     );
@@ -297,14 +294,14 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
     );
 
     let top = write_config(
-        &dir,
+        dir,
         "duration-top.yaml",
         "chihaya:\n  announce_interval: 30\n",
     );
     assert_one_line_error(&top, "chihaya.announce_interval", "not a duration");
 
     let value = write_config(
-        &dir,
+        dir,
         "value.yaml",
         "chihaya:\n  storage:\n    config:\n      shard_count: 0\n",
     );
@@ -315,7 +312,7 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
     );
 
     let tls = write_config(
-        &dir,
+        dir,
         "tls.yaml",
         "chihaya:\n  http:\n    https_addr: \"127.0.0.1:443\"\n",
     );
@@ -326,7 +323,7 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
     );
 
     let numwant = write_config(
-        &dir,
+        dir,
         "numwant.yaml",
         "chihaya:\n  udp:\n    max_numwant: 10\n    default_numwant: 20\n",
     );
@@ -337,7 +334,7 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
     );
 
     let cap = write_config(
-        &dir,
+        dir,
         "cap.yaml",
         "chihaya:\n  http:\n    max_numwant: 100000\n",
     );
@@ -348,13 +345,13 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
     );
 
     let env = write_config(
-        &dir,
+        dir,
         "env.yaml",
         "chihaya:\n  metrics_addr: \"${KARUTA_TEST_SURELY_UNSET_VAR}\"\n",
     );
     assert_one_line_error(&env, "line 2", "KARUTA_TEST_SURELY_UNSET_VAR is not set");
 
-    let root = write_config(&dir, "root.yaml", "tracker:\n  announce_interval: 30m\n");
+    let root = write_config(dir, "root.yaml", "tracker:\n  announce_interval: 30m\n");
     assert_one_line_error(&root, "root key", "missing");
 
     assert_one_line_error(
@@ -362,14 +359,14 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
         "cannot read the file",
         "No such file",
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn unknown_keys_are_warned_about_not_fatal() {
-    let dir = tempdir("unknown");
+    let tmp = TempDir::new("config-unknown");
+    let dir = tmp.path();
     let file = write_config(
-        &dir,
+        dir,
         "unknown.yaml",
         "chihaya:\n  bogus_key: 1\n  http:\n    adr: \"x\"\n",
     );
@@ -386,7 +383,6 @@ fn unknown_keys_are_warned_about_not_fatal() {
         "{}",
         out.stderr
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -407,10 +403,11 @@ fn chihaya_redis_example_passes_check_config_and_bad_redis_keys_are_named() {
     assert_eq!(ok.code, Some(0), "stderr: {}", ok.stderr);
     assert!(ok.stdout.contains("storage \"redis\""), "{}", ok.stdout);
 
-    let dir = tempdir("redis");
+    let tmp = TempDir::new("config-redis");
+    let dir = tmp.path();
     let redis = |name: &str, config: &str| {
         write_config(
-            &dir,
+            dir,
             name,
             &format!("chihaya:\n  storage:\n    name: redis\n    config:\n{config}"),
         )

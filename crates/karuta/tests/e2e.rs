@@ -10,7 +10,8 @@ use std::net::{TcpListener, UdpSocket};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{Karuta, TempDir, free_tcp_port, free_udp_port, karuta_command};
+use support::{Karuta, karuta_command};
+use test_support::{TempDir, free_tcp_port, free_udp_port};
 
 const BOTH_FRONTENDS: &str = "chihaya:\n  announce_interval: 30m\n  min_announce_interval: 15m\n  http:\n    addr: \"127.0.0.1:0\"\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"e2e test\"\n  storage:\n    name: memory\n";
 

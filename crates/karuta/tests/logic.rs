@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use karuta::Tracker;
 use karuta::config::{self, ConfigSource};
 use serde::Deserialize;
+use test_support::TempDir;
 use tracker::bittorrent::{
     AddressFamily, AnnounceRequest, AnnounceResponse, ClientError, Event, InfoHash, Params, Peer,
     PeerId, ScrapeRequest, ScrapeResponse,
@@ -172,11 +173,10 @@ chihaya:
 ";
 
 /// A tracker started from a file holding `CHAIN`, which the test may rewrite
-/// before reloading. Returns the tracker, the file, and the folder to remove.
-async fn start_from_file(journal: &Arc<Journal>, tag: &str) -> (Tracker, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("karuta-logic-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("c.yaml");
+/// before reloading. Returns the tracker, the file, and the folder holding it.
+async fn start_from_file(journal: &Arc<Journal>, tag: &str) -> (Tracker, PathBuf, TempDir) {
+    let dir = TempDir::new(&format!("logic-{tag}"));
+    let path = dir.path().join("c.yaml");
     std::fs::write(&path, CHAIN).unwrap();
     let reg = registry(journal);
     let source = ConfigSource::File(path.clone());
@@ -306,7 +306,7 @@ async fn skip_response_writes_after_the_reply() {
 #[tokio::test]
 async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
     let journal = Arc::new(Journal::default());
-    let (mut t, path, dir) = start_from_file(&journal, "reload").await;
+    let (mut t, path, _dir) = start_from_file(&journal, "reload").await;
 
     run(&t, &announce(2000, 10, Event::Started)).await.unwrap();
     assert_eq!(journal.stops.load(Ordering::SeqCst), 0);
@@ -339,7 +339,6 @@ async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
 
     t.shutdown().await;
     assert_eq!(journal.stops.load(Ordering::SeqCst), 4);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
@@ -367,7 +366,7 @@ async fn a_hook_that_fails_to_build_stops_those_built_before_it() {
 #[tokio::test]
 async fn a_reload_waits_for_requests_in_flight_before_stopping_old_hooks() {
     let journal = Arc::new(Journal::default());
-    let (mut t, path, dir) = start_from_file(&journal, "drain").await;
+    let (mut t, path, _dir) = start_from_file(&journal, "drain").await;
 
     // A request is still running on the current logic when the reload comes.
     let in_flight = t.logic();
@@ -393,5 +392,4 @@ async fn a_reload_waits_for_requests_in_flight_before_stopping_old_hooks() {
     // configuration in effect says so.
     assert_eq!(t.config().tracker.storage.config, serde_json::Value::Null);
     t.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -3,13 +3,14 @@
 //! karuta runs, interval variation, and chihaya's example configuration with
 //! its commented hooks switched on.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use frontend_udp::client::{AnnounceParams, UdpClientError, UdpTrackerClient};
 use karuta::config::{self, ConfigSource};
+use test_support::bencode::failure_reason;
+use test_support::{TempDir, http, percent_encode};
 use tracker::bittorrent::{InfoHash, PeerId};
 
 const APPROVED: &str = "a1b2c3d4e5a1b2c3d4e5a1b2c3d4e5a1b2c3d4e5";
@@ -17,10 +18,6 @@ const REFUSED: &str = "e1d2c3b4a5e1b2c3b4a5e1d2c3b4e5e1d2c3b4a5";
 
 fn ih(hex: &str) -> InfoHash {
     hex.parse().unwrap()
-}
-
-fn enc(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
 
 async fn start(hooks: &str) -> karuta::Tracker {
@@ -32,25 +29,17 @@ async fn start(hooks: &str) -> karuta::Tracker {
     karuta::Tracker::start(registry, loaded).await.unwrap()
 }
 
-/// An HTTP announce: the failure reason, or `None` when it was served.
+/// An HTTP announce: the failure reason, or the body when it was served.
 fn http_announce(addr: SocketAddr, hash: &InfoHash, peer_id: &[u8; 20]) -> Result<String, String> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let q = format!(
         "/announce?info_hash={}&peer_id={}&port=7001&uploaded=0&downloaded=0&left=1",
-        enc(&hash.0),
-        enc(peer_id)
+        percent_encode(&hash.0),
+        percent_encode(peer_id)
     );
-    write!(s, "GET {q} HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let body = String::from_utf8_lossy(&out).into_owned();
-    match body.split_once("14:failure reason") {
-        Some((_, rest)) => {
-            let (len, text) = rest.split_once(':').unwrap();
-            Err(text[..len.parse::<usize>().unwrap()].to_owned())
-        }
-        None => Ok(body),
+    let reply = http::get(addr, &q).send().unwrap();
+    match failure_reason(&reply.body) {
+        Some(reason) => Err(reason),
+        None => Ok(reply.text()),
     }
 }
 
@@ -87,9 +76,8 @@ async fn client_approval_over_http_and_udp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn torrent_approval_from_a_file_edited_while_running() {
-    let dir = std::env::temp_dir().join(format!("karuta-mw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let list = dir.join("whitelist.txt");
+    let dir = TempDir::new("mw-whitelist");
+    let list = dir.path().join("whitelist.txt");
     std::fs::write(&list, format!("{APPROVED}\n")).unwrap();
     let hooks = format!(
         "    - name: \"torrent approval\"\n      options:\n        whitelist_file: \"{}\"\n        file_check_interval: 100ms\n",
@@ -126,7 +114,6 @@ async fn torrent_approval_from_a_file_edited_while_running() {
         assert!(http_announce(http, &ih(REFUSED), b"-TR3000-000000000001").is_ok());
     });
     t.shutdown().await;
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,7 +153,7 @@ async fn chihayas_example_with_its_hooks_enabled_loads_and_behaves() {
     // all but jwt (which needs a key server) and give the frontends free ports.
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/chihaya/example_config.yaml"
+        "/tests/fixtures/chihaya/example_config.yaml"
     );
     let text = std::fs::read_to_string(path).unwrap();
     let mut enabled = String::new();

@@ -5,8 +5,8 @@
 //! show a passkey or a token.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,7 @@ use karuta::config::{self, ConfigSource};
 use karuta::ops::OpsServer;
 use serde::Deserialize;
 use storage_memory::{MemoryConfig, MemoryStore};
+use test_support::{http, percent_encode};
 use tracker::bittorrent::{
     AddressFamily, AnnounceRequest, AnnounceResponse, ClientError, InfoHash, Peer, PeerId, Scrape,
 };
@@ -145,24 +146,10 @@ async fn start() -> Running {
     Running { tracker, ops, down }
 }
 
-/// A GET over HTTP/1.0 (the server closes): status and body.
+/// A GET: status and body as text.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn enc(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+    let reply = http::get(addr, path).send().unwrap();
+    (reply.status, reply.text())
 }
 
 /// Drives real traffic: UDP connect/announce/scrape, a bad connection id,
@@ -194,14 +181,18 @@ fn traffic(t: &karuta::Tracker) {
     for n in 1..=2u8 {
         let q = format!(
             "/announce?info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left=0",
-            enc(&[2; 20]),
-            enc(&[n; 20]),
+            percent_encode(&[2; 20]),
+            percent_encode(&[n; 20]),
             8000 + u16::from(n)
         );
         assert_eq!(get(http, &q).0, 200);
     }
     assert_eq!(
-        get(http, &format!("/scrape?info_hash={}", enc(&[2; 20]))).0,
+        get(
+            http,
+            &format!("/scrape?info_hash={}", percent_encode(&[2; 20]))
+        )
+        .0,
         200
     );
     assert!(
@@ -211,8 +202,8 @@ fn traffic(t: &karuta::Tracker) {
     );
     let denied = format!(
         "/announce?info_hash={}&peer_id={}&port=1&uploaded=0&downloaded=0&left=1",
-        enc(&[0xee; 20]),
-        enc(&[1; 20])
+        percent_encode(&[0xee; 20]),
+        percent_encode(&[1; 20])
     );
     assert!(get(http, &denied).1.contains("unapproved torrent"));
 }

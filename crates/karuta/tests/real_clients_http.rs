@@ -4,7 +4,8 @@
 //! The clients are driven by `tests/clients/swarm.py` under Debian's
 //! `/usr/bin/python3` (python3-libtorrent) and `aria2c`; `scripts/test`
 //! installs both. When they are missing these tests fail, they never skip.
-//! The test reads karuta's replies itself, with a strict bencode reader.
+//! The test reads karuta's replies itself, strictly (test-support's bencode
+//! reader: canonical integers, keys in order, nothing after the value).
 //!
 //! - A libtorrent seeder and two libtorrent leechers (DHT, LSD, PEX, UPnP and
 //!   NAT-PMP off: the tracker is the only peer source) complete a download
@@ -29,16 +30,19 @@
 mod harness;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bittorrent::InfoHash;
+use bittorrent::bencode::Value;
 use harness::{Driver, require_clients};
-use support::{Karuta, TempDir};
+use support::Karuta;
+use test_support::bencode::{self, Fields, render};
+use test_support::{TempDir, http, percent_encode};
 
 const SWARM_CONFIG: &str = "chihaya:\n  announce_interval: 5s\n  min_announce_interval: 1s\n  http:\n    addr: \"127.0.0.1:0\"\n  storage:\n    name: memory\n";
 
@@ -53,248 +57,34 @@ fn reload_config(minutes: u32) -> String {
 const PASSKEY: &str = "c2VjcmV0LXBhc3NrZXk";
 
 // ---------------------------------------------------------------------------
-// Bencode, strictly: the whole input is one value, dictionary keys are
-// strictly ascending, integers and lengths have no leading zeros and no -0.
-
-#[derive(Clone, PartialEq)]
-enum Bencode {
-    Int(i64),
-    Bytes(Vec<u8>),
-    List(Vec<Bencode>),
-    Dict(Vec<(Vec<u8>, Bencode)>),
-}
-
-/// Strings as escaped ASCII, so that replies read well in failures.
-impl std::fmt::Debug for Bencode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Bencode::Int(n) => write!(f, "{n}"),
-            Bencode::Bytes(b) => write!(f, "\"{}\"", b.escape_ascii()),
-            Bencode::List(items) => f.debug_list().entries(items).finish(),
-            Bencode::Dict(entries) => f
-                .debug_map()
-                .entries(entries.iter().map(|(k, v)| (Bencode::Bytes(k.clone()), v)))
-                .finish(),
-        }
-    }
-}
-
-impl Bencode {
-    fn decode(input: &[u8]) -> Result<Bencode, String> {
-        let mut pos = 0;
-        let v = Bencode::value(input, &mut pos, 0)?;
-        if pos != input.len() {
-            return Err(format!("{} bytes after the value", input.len() - pos));
-        }
-        Ok(v)
-    }
-
-    fn value(input: &[u8], pos: &mut usize, depth: usize) -> Result<Bencode, String> {
-        if depth > 32 {
-            return Err("nested too deep".into());
-        }
-        match input.get(*pos) {
-            None => Err(format!("input ends at {pos}")),
-            Some(b'i') => {
-                *pos += 1;
-                let digits = Bencode::until(input, pos, b'e')?;
-                Ok(Bencode::Int(Bencode::integer(digits, true)?))
-            }
-            Some(b'l') => {
-                *pos += 1;
-                let mut items = Vec::new();
-                while input.get(*pos) != Some(&b'e') {
-                    items.push(Bencode::value(input, pos, depth + 1)?);
-                }
-                *pos += 1;
-                Ok(Bencode::List(items))
-            }
-            Some(b'd') => {
-                *pos += 1;
-                let mut entries: Vec<(Vec<u8>, Bencode)> = Vec::new();
-                while input.get(*pos) != Some(&b'e') {
-                    let at = *pos;
-                    let Bencode::Bytes(key) = Bencode::value(input, pos, depth + 1)? else {
-                        return Err(format!("dictionary key at {at} is not a string"));
-                    };
-                    if let Some((last, _)) = entries.last()
-                        && *last >= key
-                    {
-                        return Err(format!(
-                            "dictionary key {:?} at {at} does not sort after {:?}",
-                            String::from_utf8_lossy(&key),
-                            String::from_utf8_lossy(last)
-                        ));
-                    }
-                    let value = Bencode::value(input, pos, depth + 1)?;
-                    entries.push((key, value));
-                }
-                *pos += 1;
-                Ok(Bencode::Dict(entries))
-            }
-            Some(b'0'..=b'9') => {
-                let digits = Bencode::until(input, pos, b':')?;
-                let len = usize::try_from(Bencode::integer(digits, false)?).unwrap();
-                let end = pos
-                    .checked_add(len)
-                    .filter(|&end| end <= input.len())
-                    .ok_or_else(|| format!("string of {len} bytes at {pos} runs past the end"))?;
-                let bytes = input[*pos..end].to_vec();
-                *pos = end;
-                Ok(Bencode::Bytes(bytes))
-            }
-            Some(&b) => Err(format!("unexpected byte {b:#04x} at {pos}")),
-        }
-    }
-
-    /// The bytes from `pos` up to `end` (consumed, not returned).
-    fn until<'a>(input: &'a [u8], pos: &mut usize, end: u8) -> Result<&'a [u8], String> {
-        let start = *pos;
-        let len = input[start..]
-            .iter()
-            .position(|&b| b == end)
-            .ok_or_else(|| format!("no {:?} after {start}", end as char))?;
-        *pos = start + len + 1;
-        Ok(&input[start..start + len])
-    }
-
-    fn integer(digits: &[u8], signed: bool) -> Result<i64, String> {
-        let text = std::str::from_utf8(digits).map_err(|_| format!("integer {digits:?}"))?;
-        let magnitude = match text.strip_prefix('-') {
-            Some(m) if signed && m != "0" => m,
-            Some(_) => return Err(format!("integer {text:?}")),
-            None => text,
-        };
-        let canonical = !magnitude.is_empty()
-            && magnitude.bytes().all(|b| b.is_ascii_digit())
-            && (magnitude == "0" || !magnitude.starts_with('0'));
-        if !canonical {
-            return Err(format!("integer {text:?} is not canonical"));
-        }
-        text.parse().map_err(|e| format!("integer {text:?}: {e}"))
-    }
-
-    fn get(&self, key: &str) -> Option<&Bencode> {
-        match self {
-            Bencode::Dict(entries) => entries
-                .iter()
-                .find(|(k, _)| k == key.as_bytes())
-                .map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    fn keys(&self) -> Vec<String> {
-        match self {
-            Bencode::Dict(entries) => entries
-                .iter()
-                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// The integer at `key`; panics with the whole value if there is none.
-    fn int_at(&self, key: &str) -> i64 {
-        match self.get(key) {
-            Some(Bencode::Int(n)) => *n,
-            _ => panic!("no integer {key:?} in {self:?}"),
-        }
-    }
-}
-
-#[test]
-fn the_bencode_reader_is_strict() {
-    let ok = Bencode::decode(b"d1:ai-3e1:bl0:4:spame1:cd1:xi0eee").unwrap();
-    assert_eq!(ok.int_at("a"), -3);
-    assert_eq!(ok.keys(), ["a", "b", "c"]);
-    for bad in [
-        &b"d1:bi1e1:ai2ee"[..], // keys out of order
-        b"d1:ai1e1:ai2ee",      // a repeated key
-        b"i01e",
-        b"i-0e",
-        b"ie",
-        b"02:ab",
-        b"3:ab",
-        b"i1ei2e",
-        b"li1e",
-        b"di1ei2ee",
-    ] {
-        assert!(
-            Bencode::decode(bad).is_err(),
-            "{:?} was accepted",
-            String::from_utf8_lossy(bad)
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------
 // HTTP/1.1, one request per connection.
 
-fn percent_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
-}
-
-/// `GET target`; returns the status code and the body of the reply, which
-/// must carry a Content-Length (karuta's always do).
-fn http_get(addr: SocketAddr, target: &str) -> Result<(u16, Vec<u8>), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: karuta-test\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("GET {target}: read: {e} after {raw:?}"))?;
-    let show = || String::from_utf8_lossy(&raw).into_owned();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("GET {target}: no end of head in {:?}", show()))?;
-    let head = std::str::from_utf8(&raw[..split])
-        .map_err(|_| format!("GET {target}: head not UTF-8: {:?}", show()))?;
-    let body = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("GET {target}: status line {status_line:?}"))?;
-    let mut length = None;
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| format!("GET {target}: header line {line:?}"))?;
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.trim().parse::<usize>().ok();
-        }
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(format!("GET {target}: unexpected {line:?} in {:?}", show()));
-        }
+/// `GET target`: the strictly bencoded value of a 200 reply, which must carry
+/// a Content-Length (karuta's always do) and no `failure reason`.
+fn bencoded_get(addr: SocketAddr, target: &str) -> Result<Value<'static>, String> {
+    let reply = http::get(addr, target)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .map_err(|e| format!("GET {target}: {e}"))?;
+    if let Some(te) = reply.header("transfer-encoding") {
+        return Err(format!(
+            "GET {target}: unexpected Transfer-Encoding {te:?} in {reply:?}"
+        ));
     }
-    match length {
-        Some(n) if n == body.len() => Ok((status, body.to_vec())),
-        _ => Err(format!(
-            "GET {target}: Content-Length {length:?} but {} body bytes: {:?}",
-            body.len(),
-            show()
-        )),
+    let length = reply
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok());
+    if length != Some(reply.body.len()) {
+        return Err(format!(
+            "GET {target}: Content-Length {length:?} but {} body bytes: {reply:?}",
+            reply.body.len()
+        ));
     }
-}
-
-/// A 200 reply with a bencoded body that has no `failure reason`.
-fn bencoded_get(addr: SocketAddr, target: &str) -> Result<Bencode, String> {
-    let (status, body) = http_get(addr, target)?;
-    let text = || String::from_utf8_lossy(&body).into_owned();
-    let value = Bencode::decode(&body)
-        .map_err(|e| format!("GET {target}: {status}, bad bencode ({e}): {:?}", text()))?;
+    let (status, text) = (reply.status, reply.text());
+    let value =
+        bencode::strict_static(reply.body).map_err(|e| format!("GET {target}: {status}, {e}"))?;
     if status != 200 || value.get("failure reason").is_some() {
-        return Err(format!("GET {target}: {status} {:?}", text()));
+        return Err(format!("GET {target}: {status} {text:?}"));
     }
     Ok(value)
 }
@@ -310,13 +100,13 @@ struct Counts {
 fn scrape(addr: SocketAddr, path: &str, ih: InfoHash) -> Result<Counts, String> {
     let target = format!("{path}?info_hash={}", percent_encode(&ih.0));
     let reply = bencoded_get(addr, &target)?;
-    let Some(Bencode::Dict(files)) = reply.get("files") else {
-        return Err(format!("scrape reply without files: {reply:?}"));
+    let Some(Value::Dict(files)) = reply.get("files") else {
+        return Err(format!("scrape reply without files: {}", render(&reply)));
     };
     match &files[..] {
         [(key, entry)] if key[..] == ih.0[..] => {
             if entry.keys() != ["complete", "downloaded", "incomplete"] {
-                return Err(format!("scrape entry {entry:?}"));
+                return Err(format!("scrape entry {}", render(entry)));
             }
             Ok(Counts {
                 complete: entry.int_at("complete"),
@@ -324,7 +114,7 @@ fn scrape(addr: SocketAddr, path: &str, ih: InfoHash) -> Result<Counts, String> 
                 downloaded: entry.int_at("downloaded"),
             })
         }
-        _ => Err(format!("scrape files for {ih}: {files:?}")),
+        _ => Err(format!("scrape files for {ih}: {}", render(&reply))),
     }
 }
 
@@ -359,7 +149,7 @@ fn announce(
     id: u8,
     port: u16,
     compact: bool,
-) -> Bencode {
+) -> Value<'static> {
     let target = format!(
         "{path}?info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left=1000&event=started&compact={}",
         percent_encode(&ih.0),
@@ -367,28 +157,28 @@ fn announce(
         u8::from(compact)
     );
     let reply = bencoded_get(addr, &target).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("announce {target}: {reply:?}");
+    eprintln!("announce {target}: {}", render(&reply));
     reply
 }
 
 /// The peers of an announce reply, compact (6 bytes each) or not.
-fn peers(reply: &Bencode) -> Vec<SocketAddr> {
+fn peers(reply: &Value<'_>) -> Vec<SocketAddr> {
     match reply.get("peers") {
-        Some(Bencode::Bytes(b)) if b.len() % 6 == 0 => b
+        Some(Value::Bytes(b)) if b.len() % 6 == 0 => b
             .chunks(6)
             .map(|c| SocketAddr::from(([c[0], c[1], c[2], c[3]], u16::from_be_bytes([c[4], c[5]]))))
             .collect(),
-        Some(Bencode::List(list)) => list
+        Some(Value::List(list)) => list
             .iter()
             .map(|p| match (p.get("ip"), p.get("port")) {
-                (Some(Bencode::Bytes(ip)), Some(Bencode::Int(port))) => {
+                (Some(Value::Bytes(ip)), Some(Value::Int(port))) => {
                     let ip = std::str::from_utf8(ip).unwrap().parse().unwrap();
                     SocketAddr::new(ip, u16::try_from(*port).unwrap())
                 }
-                _ => panic!("peer {p:?} in {reply:?}"),
+                _ => panic!("peer {} in {}", render(p), render(reply)),
             })
             .collect(),
-        _ => panic!("no peers in {reply:?}"),
+        _ => panic!("no peers in {}", render(reply)),
     }
 }
 

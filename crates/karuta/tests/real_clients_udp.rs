@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use bittorrent::InfoHash;
 use frontend_udp::client::{ScrapeEntry, UdpTrackerClient};
 use harness::{Driver, require_clients};
-use support::{Karuta, TempDir};
+use support::Karuta;
+use test_support::TempDir;
 
 const CONFIG: &str = "chihaya:\n  announce_interval: 5s\n  min_announce_interval: 1s\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"test\"\n  storage:\n    name: memory\n";
 

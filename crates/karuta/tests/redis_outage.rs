@@ -8,16 +8,18 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Karuta, RedisServer, TempDir, free_tcp_port, http_get};
+use support::Karuta;
+use test_support::redis::RedisServer;
+use test_support::{TempDir, free_tcp_port, http, percent_encode};
 
 /// An HTTP GET: the status code and the body as text.
 fn get(addr: SocketAddr, target: &str) -> (u16, String) {
-    let (status, body) = http_get(addr, target);
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let reply = http::get(addr, target).send().unwrap();
+    (reply.status, reply.text())
 }
 
 fn announce(addr: SocketAddr, n: u32) -> String {
-    let ih: String = [0x77u8; 20].iter().map(|b| format!("%{b:02X}")).collect();
+    let ih = percent_encode(&[0x77u8; 20]);
     let peer_id = format!("-KR0001-{n:012}");
     get(
         addr,
@@ -35,7 +37,7 @@ const UNAVAILABLE: &str = "tracker storage is unavailable, try again later";
 fn announces_fail_fast_during_an_outage_and_recover_without_a_restart() {
     let dir = TempDir::new("redis-outage");
     let mut redis = RedisServer::start("redis-outage-server");
-    let port = redis.port;
+    let port = redis.port();
     let metrics_port = free_tcp_port();
     let config = format!(
         "chihaya:\n  announce_interval: 30m\n  min_announce_interval: 15m\n  metrics_addr: \"127.0.0.1:{metrics_port}\"\n  http:\n    addr: \"127.0.0.1:0\"\n  storage:\n    name: redis\n    config:\n      redis_broker: \"redis://127.0.0.1:{port}/0\"\n      redis_read_timeout: 1s\n      redis_write_timeout: 1s\n      redis_connect_timeout: 1s\n"

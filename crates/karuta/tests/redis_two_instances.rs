@@ -9,7 +9,10 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{Karuta, RedisServer, TempDir, http_get, karuta_command};
+use support::{Karuta, karuta_command};
+use test_support::bencode::{self, Fields};
+use test_support::redis::RedisServer;
+use test_support::{TempDir, http, percent_encode};
 
 fn config(redis_port: u16) -> String {
     format!(
@@ -17,20 +20,14 @@ fn config(redis_port: u16) -> String {
     )
 }
 
-fn pct(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
-}
-
-/// The integer after `key` in a bencoded reply.
+/// The integer under `key` in a bencoded announce reply, or in the only
+/// entry of a scrape reply's `files`.
 fn int_after(body: &[u8], key: &str) -> i64 {
-    let pat = format!("{}:{key}i", key.len());
-    let at = body
-        .windows(pat.len())
-        .position(|w| w == pat.as_bytes())
-        .unwrap_or_else(|| panic!("no {key} in {}", String::from_utf8_lossy(body)));
-    let rest = &body[at + pat.len()..];
-    let end = rest.iter().position(|&b| b == b'e').unwrap();
-    std::str::from_utf8(&rest[..end]).unwrap().parse().unwrap()
+    let reply = bencode::strict(body).unwrap_or_else(|e| panic!("{e}"));
+    match reply.get("files") {
+        Some(files) => files.dict()[0].1.int_at(key),
+        None => reply.int_at(key),
+    }
 }
 
 fn http_announce(
@@ -40,20 +37,18 @@ fn http_announce(
     port: u16,
     left: u64,
 ) -> Vec<u8> {
-    http_get(
-        addr,
-        &format!(
-            "/announce?info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left={left}&compact=1&event=started",
-            pct(ih),
-            pct(peer_id)
-        ),
-    )
-    .1
+    let target = format!(
+        "/announce?info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left={left}&compact=1&event=started",
+        percent_encode(ih),
+        percent_encode(peer_id)
+    );
+    http::get(addr, &target).send().unwrap().body
 }
 
 /// (complete, incomplete, downloaded) from an HTTP scrape.
 fn http_scrape(addr: SocketAddr, ih: &[u8; 20]) -> (i64, i64, i64) {
-    let (_, body) = http_get(addr, &format!("/scrape?info_hash={}", pct(ih)));
+    let target = format!("/scrape?info_hash={}", percent_encode(ih));
+    let body = http::get(addr, &target).send().unwrap().body;
     (
         int_after(&body, "complete"),
         int_after(&body, "incomplete"),
@@ -144,8 +139,8 @@ fn two_instances_share_one_swarm_through_redis() {
     let redis = RedisServer::start("redis-two");
     let dir_a = TempDir::new("redis-two-a");
     let dir_b = TempDir::new("redis-two-b");
-    let mut a = Karuta::start_text(dir_a.path(), &config(redis.port));
-    let mut b = Karuta::start_text(dir_b.path(), &config(redis.port));
+    let mut a = Karuta::start_text(dir_a.path(), &config(redis.port()));
+    let mut b = Karuta::start_text(dir_b.path(), &config(redis.port()));
     let (a_http, a_udp) = (a.listening("http"), a.listening("udp"));
     let (b_http, b_udp) = (b.listening("http"), b.listening("udp"));
 

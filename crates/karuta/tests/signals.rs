@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Karuta, TempDir, free_tcp_port, free_udp_port, write_config};
+use support::{Karuta, write_config};
+use test_support::{TempDir, free_tcp_port, free_udp_port, http};
 
 fn config_with_interval(dir: &Path, minutes: u32) -> PathBuf {
     let path = dir.join("karuta.yaml");
@@ -218,7 +219,6 @@ fn a_swarm_announced_before_a_reload_is_served_after_it() {
 #[test]
 fn passkeys_and_tokens_never_reach_the_logs() {
     use frontend_udp::client::{AnnounceParams, UdpTrackerClient};
-    use std::io::{Read, Write};
     use tracker::bittorrent::{InfoHash, PeerId};
 
     const PASSKEY: &str = "d8e8fca2dc0f896fd7cb4cb0031ba249";
@@ -235,15 +235,13 @@ fn passkeys_and_tokens_never_reach_the_logs() {
     .unwrap();
     let mut k = Karuta::start_with(&config, &["--json", "--debug"]);
     // Good and bad requests over HTTP, with the passkey in the path and a token in the query.
+    let http_addr: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
     for query in ["left=1&port=1", "left=x"] {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
         let target = format!(
             "/{PASSKEY}/announce?info_hash={}&peer_id=-LT2080-abcdefghijkl&uploaded=0&downloaded=0&{query}&jwt={JWT}",
             "%01".repeat(20)
         );
-        write!(s, "GET {target} HTTP/1.0\r\n\r\n").unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
+        let _ = http::get(http_addr, &target).send();
     }
     // Over UDP, in BEP 41 URL data, once with a malformed option.
     let addr: std::net::SocketAddr = format!("127.0.0.1:{udp_port}").parse().unwrap();

@@ -3,7 +3,6 @@
 //! a token can be wrong, and a key rotation picked up by the refresher; and
 //! the JWK set over HTTPS, trusted through `jwk_set_ca_file`.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,6 +14,8 @@ use frontend_udp::{UdpConfig, UdpFrontend};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use storage_memory::{MemoryConfig, MemoryStore};
+use test_support::bencode::failure_reason;
+use test_support::{TempDir, http, percent_encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tracker::{LogicConfig, NamedHook, Options, Registry, SharedLogic, TrackerLogic};
@@ -292,28 +293,19 @@ impl Tracker {
     fn http(&self, hash: &str, jwt: Option<&str>) -> Result<(), String> {
         let addr = self.http.local_addr().unwrap();
         let hash: InfoHash = hash.parse().unwrap();
-        let enc = |b: &[u8]| b.iter().map(|b| format!("%{b:02X}")).collect::<String>();
         let mut q = format!(
             "/announce?info_hash={}&peer_id={}&port=7001&uploaded=0&downloaded=0&left=1",
-            enc(&hash.0),
-            enc(b"-TR3000-000000000001")
+            percent_encode(&hash.0),
+            percent_encode(b"-TR3000-000000000001")
         );
         if let Some(jwt) = jwt {
             q.push_str("&jwt=");
             q.push_str(jwt);
         }
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {q} HTTP/1.0\r\n\r\n").unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let body = String::from_utf8_lossy(&out).into_owned();
-        assert!(body.starts_with("HTTP/1."), "{body}");
-        match body.split_once("14:failure reason") {
-            Some((_, rest)) => {
-                let (len, text) = rest.split_once(':').unwrap();
-                Err(text[..len.parse::<usize>().unwrap()].to_owned())
-            }
+        let reply = http::get(addr, &q).send().unwrap();
+        assert!(reply.head.starts_with("HTTP/1."), "{}", reply.head);
+        match failure_reason(&reply.body) {
+            Some(reason) => Err(reason),
             None => Ok(()),
         }
     }
@@ -499,17 +491,11 @@ async fn build_errors_name_the_url() {
     assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_update_interval");
 }
 
-/// A fresh scratch directory for certificate files.
-fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("karuta-jwt-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn jwk_set_over_https() {
     let ec = Signer::ec("e1");
-    let dir = scratch_dir("https");
+    let tmp = TempDir::new("jwt-https");
+    let dir = tmp.path();
     let ca_file = dir.join("ca.pem");
     let jwks = JwksServer::start_tls(&[&ec], &ca_file).await;
     assert!(jwks.url().starts_with("https://localhost:"));
@@ -553,5 +539,4 @@ async fn jwk_set_over_https() {
         assert_eq!(t.both(HASH, Some(&forged)), invalid());
     });
     t.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

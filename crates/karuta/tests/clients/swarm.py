@@ -186,8 +186,12 @@ class Client:
                 self.finished = True
                 log(f"{self.name}: torrent finished")
             elif isinstance(a, lt.peer_connect_alert):
-                # Outgoing and incoming alike in libtorrent 2.0.
+                # Outgoing and incoming alike in libtorrent 2.0. Kept as a
+                # peer seen too: a small download can start and finish (and
+                # its connections to seeders close) between two polls of
+                # get_peer_info below, most often on a loaded machine.
                 log(f"{self.name}: peer connection with {a.endpoint[0]}:{a.endpoint[1]}")
+                self.peers_seen.add((a.endpoint[0], a.endpoint[1]))
             elif isinstance(a, lt.incoming_connection_alert):
                 log(f"{self.name}: incoming connection from {a.endpoint[0]}:{a.endpoint[1]}")
             elif a.category() & lt.alert.category_t.error_notification:

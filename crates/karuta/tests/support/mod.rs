@@ -6,34 +6,13 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-/// A directory removed when dropped, also when the test panics.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// `karuta-{tag}-{pid}` in the system's temp dir, empty.
-    pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("karuta-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use test_support::process::spawn_tied;
 
 /// Writes `text` to `path` through a rename, so that a reload never reads a
 /// half-written file.
@@ -41,24 +20,6 @@ pub fn write_config(path: &Path, text: &str) {
     let tmp = path.with_extension("yaml.tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// A TCP port nothing listens on: bound, then released.
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A UDP port that was free a moment ago: bound, then released.
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Lines of a child's stdout and stderr (marked with `stderr_prefix`), in
@@ -118,13 +79,14 @@ impl Karuta {
     /// Starts karuta with `config` and `flags`; returns once it has logged
     /// `karuta started` (after its frontends' `listening` lines).
     pub fn start_with(config: &Path, flags: &[&str]) -> Karuta {
-        let mut child = karuta_command(&["--config"])
+        let mut command = karuta_command(&["--config"]);
+        command
             .arg(config)
             .args(flags)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting karuta");
+            .stderr(Stdio::piped());
+        // Killed with the test process too, should that die first.
+        let mut child = spawn_tied(command, libc::SIGKILL).expect("starting karuta");
         let lines = read_lines(&mut child, "");
         let mut k = Karuta {
             child,
@@ -247,89 +209,4 @@ impl Drop for Karuta {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A `redis-server` (no persistence) on a free port of 127.0.0.1, in a temp
-/// dir, killed when dropped; `kill` and `restart` (same port) for outage tests.
-pub struct RedisServer {
-    child: Option<Child>,
-    pub port: u16,
-    dir: TempDir,
-}
-
-impl RedisServer {
-    pub fn start(tag: &str) -> RedisServer {
-        let mut server = RedisServer {
-            child: None,
-            port: free_tcp_port(),
-            dir: TempDir::new(tag),
-        };
-        server.restart();
-        server
-    }
-
-    /// Starts redis-server on the same port (after `kill`) and waits for PONG.
-    pub fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// One HTTP/1.1 GET with `Connection: close`: the status code and the body.
-pub fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: tracker\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let head_end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP reply");
-    let status = std::str::from_utf8(&out[..head_end])
-        .ok()
-        .and_then(|h| h.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out[head_end + 4..].to_vec())
 }

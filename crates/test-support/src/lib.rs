@@ -1,0 +1,31 @@
+//! Test support: the one copy of what karuta's tests share.
+//!
+//! - [`http`]: a raw HTTP/1.1 GET over std's `TcpStream`, for tests that must
+//!   see the bytes on the wire (status, head, body), and a reader for one
+//!   response on a kept-alive connection.
+//! - [`bencode`]: strict reading of tracker replies on top of
+//!   `bittorrent::bencode::decode`, with accessors that panic with the whole
+//!   value, so a failing assertion shows the reply.
+//! - [`redis`]: a throwaway `redis-server` (TCP, TLS only, Unix socket only),
+//!   killed and restarted on the same address for outage tests.
+//! - [`postgres`]: a throwaway PostgreSQL cluster on a free port of 127.0.0.1,
+//!   with `psql`, fast and immediate stops and restarts on the same port.
+//! - [`TempDir`], [`free_tcp_port`], [`free_udp_port`], and
+//!   [`percent_encode`] (the protocol crate's, re-exported so that a test
+//!   encodes info hashes the way clients do).
+//!
+//! Servers and temp dirs are cleaned up when dropped, and also when the test
+//! process dies without dropping them (a panic in another thread, a timeout
+//! kill): see [`process`] and [`TempDir`].
+
+pub mod bencode;
+pub mod http;
+mod port;
+pub mod postgres;
+pub mod process;
+pub mod redis;
+mod tempdir;
+
+pub use bittorrent::percent_encode;
+pub use port::{free_tcp_port, free_udp_port};
+pub use tempdir::TempDir;
