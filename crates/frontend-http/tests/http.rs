@@ -784,7 +784,7 @@ async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
     let addr = t.local_addr().unwrap();
     let targets = [
         format!("/announce?{}", announce_query(5, 1, 7001, "")),
-        format!("/scrape?info_hash={}", enc(&[5; 20])),
+        format!("/scrape?info_hash={}", percent_encode(&[5; 20])),
     ];
     for target in &targets {
         let started = Instant::now();

@@ -697,8 +697,12 @@ async fn http_and_udp_log_failures_that_are_not_the_clients_alike() {
     let (tracker, ops) = start_with_prehook("broken scrapes", || BrokenScrapes).await;
     let http = tracker.http().unwrap().local_addr().unwrap();
     let udp = tracker.udp().unwrap().local_addr();
-    let (status, body) =
-        tokio::task::block_in_place(|| get(http, &format!("/scrape?info_hash={}", enc(&[3; 20]))));
+    let (status, body) = tokio::task::block_in_place(|| {
+        get(
+            http,
+            &format!("/scrape?info_hash={}", percent_encode(&[3; 20])),
+        )
+    });
     assert_eq!(status, 200);
     assert!(body.contains("internal server error"), "{body}");
     let udp_reply = tokio::task::block_in_place(|| {
