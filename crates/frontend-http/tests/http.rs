@@ -62,10 +62,13 @@ fn start(tweak: impl FnOnce(&mut HttpConfig)) -> HttpFrontend {
         ..HttpConfig::default()
     };
     tweak(&mut config);
-    let store = Arc::new(MemoryStore::new(MemoryConfig {
-        shard_count: 8,
-        ..MemoryConfig::default()
-    }));
+    let store = Arc::new(
+        MemoryStore::new(MemoryConfig {
+            shard_count: 8,
+            ..MemoryConfig::default()
+        })
+        .expect("a valid memory config"),
+    );
     let logic = TrackerLogic::new(
         LogicConfig::default(),
         store,
@@ -810,7 +813,7 @@ async fn bad_tls_files_and_empty_addresses() {
     let logic = || {
         Arc::new(SharedLogic::new(TrackerLogic::new(
             LogicConfig::default(),
-            Arc::new(MemoryStore::new(MemoryConfig::default())),
+            Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config")),
             vec![],
             vec![],
         )))
