@@ -65,10 +65,13 @@ fn start(tweak: impl FnOnce(&mut HttpConfig)) -> HttpFrontend {
         ..HttpConfig::default()
     };
     tweak(&mut config);
-    let store = Arc::new(MemoryStore::new(MemoryConfig {
-        shard_count: 8,
-        ..MemoryConfig::default()
-    }));
+    let store = Arc::new(
+        MemoryStore::new(MemoryConfig {
+            shard_count: 8,
+            ..MemoryConfig::default()
+        })
+        .expect("a valid memory config"),
+    );
     let logic = TrackerLogic::new(
         LogicConfig::default(),
         store,
@@ -686,7 +689,7 @@ async fn bad_tls_files_and_empty_addresses() {
     let logic = || {
         Arc::new(SharedLogic::new(TrackerLogic::new(
             LogicConfig::default(),
-            Arc::new(MemoryStore::new(MemoryConfig::default())),
+            Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config")),
             vec![],
             vec![],
         )))
@@ -751,10 +754,13 @@ impl Hook for SlowPostHook {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let store = Arc::new(MemoryStore::new(MemoryConfig {
-        shard_count: 8,
-        ..MemoryConfig::default()
-    }));
+    let store = Arc::new(
+        MemoryStore::new(MemoryConfig {
+            shard_count: 8,
+            ..MemoryConfig::default()
+        })
+        .expect("a valid memory config"),
+    );
     let logic = TrackerLogic::new(
         LogicConfig::default(),
         store,

@@ -420,10 +420,13 @@ mod tests {
             allow_ip_spoofing: false,
             request_timing: true,
         };
-        let store = Arc::new(MemoryStore::new(MemoryConfig {
-            shard_count: 16,
-            ..MemoryConfig::default()
-        }));
+        let store = Arc::new(
+            MemoryStore::new(MemoryConfig {
+                shard_count: 16,
+                ..MemoryConfig::default()
+            })
+            .expect("a valid memory config"),
+        );
         let logic = TrackerLogic::new(LogicConfig::default(), store, vec![], vec![]);
         (settings, logic, WorkerStats::default())
     }

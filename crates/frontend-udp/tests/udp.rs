@@ -62,11 +62,14 @@ impl Tracker {
             ..UdpConfig::default()
         };
         tweak(&mut config);
-        let store = Arc::new(MemoryStore::new(MemoryConfig {
-            shard_count: 8,
-            prometheus_reporting_interval: ConfigDuration(Duration::from_millis(50)),
-            ..MemoryConfig::default()
-        }));
+        let store = Arc::new(
+            MemoryStore::new(MemoryConfig {
+                shard_count: 8,
+                prometheus_reporting_interval: ConfigDuration(Duration::from_millis(50)),
+                ..MemoryConfig::default()
+            })
+            .expect("a valid memory config"),
+        );
         let logic = TrackerLogic::new(
             LogicConfig::default(),
             store,
@@ -531,7 +534,7 @@ async fn a_stopped_frontend_frees_its_port() {
 fn an_empty_addr_disables_the_frontend() {
     let logic = TrackerLogic::new(
         LogicConfig::default(),
-        Arc::new(MemoryStore::new(MemoryConfig::default())),
+        Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config")),
         vec![],
         vec![],
     );

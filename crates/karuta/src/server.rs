@@ -454,7 +454,8 @@ mod tests {
     }
 
     fn logic(pre: &Arc<Stops>, post: &Arc<Stops>) -> Arc<TrackerLogic> {
-        let store = Arc::new(MemoryStore::new(MemoryConfig::default()));
+        let store =
+            Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config"));
         Arc::new(TrackerLogic::new(
             Default::default(),
             store,

@@ -129,7 +129,8 @@ async fn start() -> Running {
             prometheus_reporting_interval: ConfigDuration(Duration::from_millis(50)),
             shard_count: 8,
             ..MemoryConfig::default()
-        });
+        })
+        .expect("a valid memory config");
         Ok(Arc::new(Flaky {
             inner,
             down: Arc::clone(&switch),

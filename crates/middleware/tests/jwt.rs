@@ -254,10 +254,13 @@ impl Tracker {
             .build("jwt", "chihaya.prehooks[0].name", options)
             .await
             .unwrap();
-        let store = Arc::new(MemoryStore::new(MemoryConfig {
-            shard_count: 4,
-            ..MemoryConfig::default()
-        }));
+        let store = Arc::new(
+            MemoryStore::new(MemoryConfig {
+                shard_count: 4,
+                ..MemoryConfig::default()
+            })
+            .expect("a valid memory config"),
+        );
         let logic = Arc::new(SharedLogic::new(TrackerLogic::new(
             LogicConfig::default(),
             store,

@@ -12,7 +12,8 @@ fn memory(c: &mut Criterion) {
     // The defaults karuta runs with (1024 shards, 30-minute peer lifetime), so
     // no garbage collection runs while a benchmark is measured.
     peer_store_benchmarks(c, "memory", &|| {
-        Arc::new(MemoryStore::new(MemoryConfig::default())) as Arc<dyn PeerStore>
+        Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config"))
+            as Arc<dyn PeerStore>
     });
 }
 

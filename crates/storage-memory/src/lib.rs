@@ -10,162 +10,51 @@
 //! One background thread expires stale peers every `gc_interval` and
 //! publishes totals every `prometheus_reporting_interval`; it stops when the
 //! store is stopped or dropped.
+//!
+//! `config.rs` holds the options and their check, `entry.rs` a stored peer,
+//! `swarm.rs` one swarm and peer selection, `ops.rs` what an announce or a
+//! write does to a swarm, `clock.rs` the ticks peers are aged in; this file
+//! the shards, the store and its background thread.
 
 #![forbid(unsafe_code)]
 
+mod clock;
+mod config;
+mod entry;
+mod ops;
 mod swarm;
 
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hashbrown::HashMap;
-use serde::Deserialize;
 use tracker::bittorrent::{
     AddressFamily, AnnounceRequest, AnnounceResponse, InfoHash, Peer, Scrape, ScrapeRequest,
     ScrapeResponse,
 };
-use tracker::config::ConfigDuration;
-use tracker::stats::{Histogram, HistogramSnapshot};
+use tracker::stats::{Histogram, HistogramSnapshot, StoreTotals};
 use tracker::{
     ConfigError, DriverConfig, PeerStore, ReadyOrBoxed, Registry, StoreError, StoreFuture,
     StoreStats, SwarmChange,
 };
 
-use swarm::{Delta, Entry, Role, Swarm, V4Entry, V6Entry, v4_key, v6_key};
+pub use config::MemoryConfig;
+
+use clock::Clock;
+use entry::{Entry, Key, V4Entry, V6Entry, key_of};
+use ops::{Announce, Change, Delete, Select, SwarmOp};
+use swarm::{Delta, Role, Swarm};
 
 /// The name chihaya registers this store under.
 pub const NAME: &str = "memory";
 
-/// The `storage.config` section of `memory` (chihaya's keys and code defaults).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct MemoryConfig {
-    /// How often stale peers are removed.
-    pub gc_interval: ConfigDuration,
-    /// How long a peer stays without announcing.
-    pub peer_lifetime: ConfigDuration,
-    /// Number of shards (locks); more means less contention.
-    pub shard_count: usize,
-    /// How often the swarm and peer totals are recomputed for metrics.
-    pub prometheus_reporting_interval: ConfigDuration,
-    /// karuta: hand out peers of the announcer's own network first (chihaya
-    /// issue #267; Facebook's rack-local deployments), then the rest.
-    pub prefer_same_subnet: bool,
-    /// karuta: the network an IPv4 announcer's peers are preferred from.
-    pub subnet_ipv4_prefix: u8,
-    /// karuta: the same for IPv6.
-    pub subnet_ipv6_prefix: u8,
-}
-
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        MemoryConfig {
-            gc_interval: ConfigDuration(Duration::from_secs(3 * 60)),
-            peer_lifetime: ConfigDuration(Duration::from_secs(30 * 60)),
-            shard_count: 1024,
-            prometheus_reporting_interval: ConfigDuration(Duration::from_secs(1)),
-            prefer_same_subnet: false,
-            subnet_ipv4_prefix: 24,
-            subnet_ipv6_prefix: 64,
-        }
-    }
-}
-
-impl DriverConfig for MemoryConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let zero = |key: &str| ConfigError::new(key, "must be greater than zero");
-        if self.shard_count == 0 {
-            return Err(zero("shard_count"));
-        }
-        if self.shard_count > 1 << 20 {
-            return Err(ConfigError::new("shard_count", "must be at most 1048576"));
-        }
-        if self.gc_interval.0.is_zero() {
-            return Err(zero("gc_interval"));
-        }
-        if self.peer_lifetime.0.is_zero() {
-            return Err(zero("peer_lifetime"));
-        }
-        if self.prometheus_reporting_interval.0.is_zero() {
-            return Err(zero("prometheus_reporting_interval"));
-        }
-        if self.subnet_ipv4_prefix > 32 {
-            return Err(ConfigError::new("subnet_ipv4_prefix", "must be at most 32"));
-        }
-        if self.subnet_ipv6_prefix > 128 {
-            return Err(ConfigError::new(
-                "subnet_ipv6_prefix",
-                "must be at most 128",
-            ));
-        }
-        if self.peer_lifetime.0 + self.gc_interval.0 > Duration::from_secs(365 * 24 * 3600) {
-            return Err(ConfigError::new(
-                "peer_lifetime",
-                "peer_lifetime plus gc_interval must be under a year",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// Registers `memory` in a registry.
 pub fn register(registry: &mut Registry) {
     registry.register_store(NAME, |config: MemoryConfig| {
-        Ok(Arc::new(MemoryStore::new(config)) as Arc<dyn PeerStore>)
+        Ok(Arc::new(MemoryStore::new(config)?) as Arc<dyn PeerStore>)
     });
-}
-
-/// Time in ticks since the store started, wrapping at 2^16.
-///
-/// Peers store their last-seen tick in 16 bits. A tick is one second unless
-/// `peer_lifetime + gc_interval` would not fit in half the wrap-around range,
-/// in which case ticks get longer, so an age is always measured unambiguously.
-#[derive(Debug)]
-///
-/// Reading the time costs more than a small announce's own work, so the
-/// background thread publishes the current tick a few times per tick and
-/// operations read that ([`Clock::now`]); an age is off by at most a quarter
-/// tick.
-struct Clock {
-    start: Instant,
-    tick: Duration,
-    lifetime_ticks: u16,
-    current: AtomicU16,
-}
-
-impl Clock {
-    fn new(lifetime: Duration, gc_interval: Duration) -> Self {
-        let horizon = (lifetime + gc_interval).as_secs_f64();
-        let tick_secs = (horizon / 16_384.0).ceil().max(1.0);
-        let tick = Duration::from_secs_f64(tick_secs);
-        Clock {
-            start: Instant::now(),
-            tick,
-            lifetime_ticks: (lifetime.as_secs_f64() / tick_secs).ceil() as u16,
-            current: AtomicU16::new(0),
-        }
-    }
-
-    /// The last published tick.
-    fn now(&self) -> u16 {
-        self.current.load(Ordering::Relaxed)
-    }
-
-    /// Publishes the current tick (the background thread, a few times a tick).
-    fn advance(&self) -> u16 {
-        let now = (self.start.elapsed().as_nanos() / self.tick.as_nanos()) as u16;
-        self.current.store(now, Ordering::Relaxed);
-        now
-    }
-
-    /// How often [`advance`](Self::advance) runs.
-    fn publish_every(&self) -> Duration {
-        self.tick / 4
-    }
 }
 
 #[derive(Default)]
@@ -193,123 +82,8 @@ struct Inner {
     /// Same-subnet preference: IPv4 and IPv6 prefix lengths, when on.
     subnet: Option<(u8, u8)>,
     clock: Clock,
-    stats: [AtomicU64; 3],
+    totals: StoreTotals,
     gc_durations: Histogram,
-}
-
-/// A peer's address in the form its family's swarms key it by.
-enum Key {
-    V4([u8; 6]),
-    V6([u8; 18]),
-}
-
-fn key_of(peer: &Peer) -> Key {
-    match peer.ip() {
-        IpAddr::V4(ip) => Key::V4(v4_key(ip, peer.port)),
-        IpAddr::V6(ip) => Key::V6(v6_key(ip, peer.port)),
-    }
-}
-
-thread_local! {
-    static RNG: std::cell::RefCell<fastrand::Rng> = std::cell::RefCell::new(fastrand::Rng::new());
-}
-
-/// An operation on one swarm, generic over the address family's entry type.
-trait SwarmOp {
-    type Out;
-    fn run<E: Entry>(self, swarm: &mut Swarm<E>, key: E::Key) -> (Self::Out, Delta);
-}
-
-/// Applies a [`SwarmChange`].
-struct Change {
-    change: SwarmChange,
-    now: u16,
-}
-
-/// `false` only when `Remove` found no such peer.
-impl SwarmOp for Change {
-    type Out = bool;
-    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> (bool, Delta) {
-        match self.change {
-            SwarmChange::Remove => s
-                .delete(k, None)
-                .map_or((false, Delta::default()), |d| (true, d)),
-            SwarmChange::Graduate => (true, s.graduate(k, self.now)),
-            SwarmChange::PutSeeder => (true, s.put(k, Role::Seeder, self.now)),
-            SwarmChange::PutLeecher => (true, s.put(k, Role::Leecher, self.now)),
-        }
-    }
-}
-
-/// Removes a peer of a given role; `true` if it was there.
-struct Delete(Role);
-
-impl SwarmOp for Delete {
-    type Out = bool;
-    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> (bool, Delta) {
-        s.delete(k, Some(self.0))
-            .map_or((false, Delta::default()), |d| (true, d))
-    }
-}
-
-/// Picks peers for an announcer without changing the swarm.
-struct Select<'r> {
-    role: Role,
-    want: usize,
-    /// Same-subnet preference: the IPv4 and IPv6 prefix lengths.
-    subnet: Option<(u8, u8)>,
-    out: &'r mut AnnounceResponse,
-}
-
-impl SwarmOp for Select<'_> {
-    type Out = ();
-    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> ((), Delta) {
-        if self.want > 0 {
-            let subnet = self.subnet.map(|(v4, v6)| if E::IPV6 { v6 } else { v4 });
-            RNG.with(|rng| {
-                s.select(
-                    k,
-                    self.role,
-                    self.want,
-                    subnet,
-                    &mut rng.borrow_mut(),
-                    self.out,
-                )
-            });
-        }
-        ((), Delta::default())
-    }
-}
-
-/// The one-step announce: apply the change, then read counts and peers.
-struct Announce<'r> {
-    change: Change,
-    want: usize,
-    subnet: Option<(u8, u8)>,
-    resp: &'r mut AnnounceResponse,
-}
-
-impl SwarmOp for Announce<'_> {
-    type Out = ();
-    fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> ((), Delta) {
-        let role = if self.change.change.leaves_seeder() {
-            Role::Seeder
-        } else {
-            Role::Leecher
-        };
-        let (_, delta) = self.change.run(s, k);
-        self.resp.complete = s.seeders();
-        self.resp.incomplete = s.leechers();
-        self.resp.snatches = s.snatches;
-        Select {
-            role,
-            want: self.want,
-            subnet: self.subnet,
-            out: self.resp,
-        }
-        .run(s, k);
-        ((), delta)
-    }
 }
 
 /// The snatches of a torrent's swarm in the other family's map; an empty map
@@ -485,16 +259,14 @@ impl Inner {
     }
 
     fn report(&self) {
-        let mut totals = [0u64; 3];
+        let mut totals = StoreStats::default();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            totals[0] += shard.swarms();
-            totals[1] += shard.seeders;
-            totals[2] += shard.leechers;
+            totals.swarms += shard.swarms();
+            totals.seeders += shard.seeders;
+            totals.leechers += shard.leechers;
         }
-        for (slot, value) in self.stats.iter().zip(totals) {
-            slot.store(value, Ordering::Relaxed);
-        }
+        self.totals.publish(totals);
     }
 }
 
@@ -510,20 +282,14 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// Builds the store and starts its background thread. `config` should have
-    /// passed [`DriverConfig::validate`]; zero values are replaced by defaults.
-    pub fn new(config: MemoryConfig) -> Self {
-        let defaults = MemoryConfig::default();
-        let pick = |d: ConfigDuration, default: ConfigDuration| {
-            if d.0.is_zero() { default.0 } else { d.0 }
-        };
-        let gc_interval = pick(config.gc_interval, defaults.gc_interval);
-        let lifetime = pick(config.peer_lifetime, defaults.peer_lifetime);
-        let reporting = pick(
-            config.prometheus_reporting_interval,
-            defaults.prometheus_reporting_interval,
-        );
-        let shard_count = config.shard_count.max(1);
+    /// Builds the store and starts its background thread. A config that
+    /// [`DriverConfig::validate`] refuses is refused here with the same error.
+    pub fn new(config: MemoryConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let gc_interval = config.gc_interval.0;
+        let lifetime = config.peer_lifetime.0;
+        let reporting = config.prometheus_reporting_interval.0;
+        let shard_count = config.shard_count;
         let inner = Arc::new(Inner {
             shards: (0..shard_count)
                 .map(|_| Mutex::new(Shard::default()))
@@ -533,7 +299,7 @@ impl MemoryStore {
                 .prefer_same_subnet
                 .then_some((config.subnet_ipv4_prefix, config.subnet_ipv6_prefix)),
             clock: Clock::new(lifetime, gc_interval),
-            stats: Default::default(),
+            totals: StoreTotals::default(),
             gc_durations: Histogram::default(),
         });
         let (stop, stopped) = mpsc::channel();
@@ -576,10 +342,10 @@ impl MemoryStore {
             })
             .expect("spawning the memory store's background thread");
         tracing::debug!(shard_count, ?gc_interval, ?lifetime, "memory store started");
-        MemoryStore {
+        Ok(MemoryStore {
             inner,
             worker: Mutex::new(Some(Worker { stop, thread })),
-        }
+        })
     }
 
     fn stop_worker(&self) {
@@ -670,12 +436,7 @@ impl PeerStore for MemoryStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let [swarms, seeders, leechers] = &self.inner.stats;
-        StoreStats {
-            swarms: swarms.load(Ordering::Relaxed),
-            seeders: seeders.load(Ordering::Relaxed),
-            leechers: leechers.load(Ordering::Relaxed),
-        }
+        self.inner.totals.read()
     }
 
     fn gc_durations(&self) -> Option<HistogramSnapshot> {
@@ -690,30 +451,43 @@ impl PeerStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tracker::config::ConfigDuration;
+
     use super::*;
 
     #[test]
-    fn clock_ticks_fit_the_lifetime() {
-        let c = Clock::new(Duration::from_secs(31 * 60), Duration::from_secs(180));
-        assert_eq!(c.tick, Duration::from_secs(1));
-        assert_eq!(c.lifetime_ticks, 1860);
-        let long = Clock::new(
-            Duration::from_secs(7 * 24 * 3600),
-            Duration::from_secs(3600),
-        );
-        assert!(long.tick > Duration::from_secs(1));
-        assert!(u32::from(long.lifetime_ticks) < 1 << 15);
-    }
-
-    #[test]
-    fn config_validation_names_keys() {
-        let mut c = MemoryConfig {
-            shard_count: 0,
-            ..MemoryConfig::default()
-        };
-        assert_eq!(c.validate().unwrap_err().key, "shard_count");
-        c.shard_count = 4;
-        c.gc_interval = ConfigDuration(Duration::ZERO);
-        assert_eq!(c.validate().unwrap_err().key, "gc_interval");
+    fn new_refuses_what_validate_refuses_with_the_same_error() {
+        let zero = ConfigDuration(Duration::ZERO);
+        for bad in [
+            MemoryConfig {
+                shard_count: 0,
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                gc_interval: zero,
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                peer_lifetime: zero,
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                prometheus_reporting_interval: zero,
+                ..MemoryConfig::default()
+            },
+            MemoryConfig {
+                subnet_ipv4_prefix: 33,
+                ..MemoryConfig::default()
+            },
+        ] {
+            let refused = bad.validate().unwrap_err();
+            let Err(built) = MemoryStore::new(bad) else {
+                panic!("built a store from a config validate refuses ({refused})");
+            };
+            assert_eq!(built, refused);
+        }
+        MemoryStore::new(MemoryConfig::default()).expect("the defaults are valid");
     }
 }

@@ -1,141 +1,15 @@
 //! One swarm of one address family, laid out compactly.
 //!
-//! A peer is its address and port plus a 16-bit timestamp: 8 bytes for IPv4,
-//! 20 for IPv6, no peer id (a peer is identified by address and port, as
-//! opentracker does, so a client that restarts with a new id replaces its old
-//! entry instead of doubling it). All peers of a swarm live in one small
+//! All peers of a swarm (entries, see [`crate::entry`]) live in one small
 //! vector: seeders first, then leechers, each part sorted by address, so a
 //! lookup is a binary search. The first peers (two IPv4, one IPv6) are stored
 //! inline in the swarm itself, so most swarms, which have few peers, need no
 //! allocation of their own and cost no extra cache miss to read.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-
 use smallvec::SmallVec;
 use tracker::bittorrent::AnnounceResponse;
 
-/// A stored peer: a sortable address key and the tick it was last seen.
-pub(crate) trait Entry: Copy {
-    type Key: Ord + Copy;
-    /// The inline storage of a swarm's first peers.
-    type Inline: smallvec::Array<Item = Self>;
-    fn new(key: Self::Key, tick: u16) -> Self;
-    fn key(&self) -> Self::Key;
-    fn tick(&self) -> u16;
-    fn set_tick(&mut self, tick: u16);
-    fn push_to(&self, resp: &mut AnnounceResponse);
-    /// Shuffles the last `n` peers of this family in `resp`.
-    fn shuffle_last(resp: &mut AnnounceResponse, n: usize, rng: &mut fastrand::Rng);
-    /// The lowest and highest keys of the network of `key`'s address with
-    /// `prefix` bits: its peers are contiguous in a sorted part.
-    fn subnet_bounds(key: Self::Key, prefix: u8) -> (Self::Key, Self::Key);
-    /// Whether this is the IPv6 entry.
-    const IPV6: bool;
-}
-
-#[derive(Clone, Copy, Debug)]
-#[repr(C)]
-pub(crate) struct V4Entry {
-    /// IPv4 address then port, big-endian: exactly the compact peer format.
-    addr: [u8; 6],
-    tick: u16,
-}
-
-#[derive(Clone, Copy, Debug)]
-#[repr(C)]
-pub(crate) struct V6Entry {
-    addr: [u8; 18],
-    tick: u16,
-}
-
-pub(crate) fn v4_key(ip: Ipv4Addr, port: u16) -> [u8; 6] {
-    let mut k = [0u8; 6];
-    k[..4].copy_from_slice(&ip.octets());
-    k[4..].copy_from_slice(&port.to_be_bytes());
-    k
-}
-
-pub(crate) fn v6_key(ip: Ipv6Addr, port: u16) -> [u8; 18] {
-    let mut k = [0u8; 18];
-    k[..16].copy_from_slice(&ip.octets());
-    k[16..].copy_from_slice(&port.to_be_bytes());
-    k
-}
-
-impl Entry for V4Entry {
-    type Key = [u8; 6];
-    type Inline = [V4Entry; 2];
-    fn new(addr: [u8; 6], tick: u16) -> Self {
-        V4Entry { addr, tick }
-    }
-    fn key(&self) -> [u8; 6] {
-        self.addr
-    }
-    fn tick(&self) -> u16 {
-        self.tick
-    }
-    fn set_tick(&mut self, tick: u16) {
-        self.tick = tick;
-    }
-    fn push_to(&self, resp: &mut AnnounceResponse) {
-        let a = self.addr;
-        let ip = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-        resp.ipv4_peers
-            .push(SocketAddrV4::new(ip, u16::from_be_bytes([a[4], a[5]])));
-    }
-    fn shuffle_last(resp: &mut AnnounceResponse, n: usize, rng: &mut fastrand::Rng) {
-        let len = resp.ipv4_peers.len();
-        rng.shuffle(&mut resp.ipv4_peers[len - n..]);
-    }
-    fn subnet_bounds(key: [u8; 6], prefix: u8) -> ([u8; 6], [u8; 6]) {
-        let ip = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(prefix.min(32)))
-            .unwrap_or(0);
-        let (lo, hi) = (ip & mask, ip | !mask);
-        (v4_key(lo.into(), 0), v4_key(hi.into(), u16::MAX))
-    }
-    const IPV6: bool = false;
-}
-
-impl Entry for V6Entry {
-    type Key = [u8; 18];
-    type Inline = [V6Entry; 1];
-    fn new(addr: [u8; 18], tick: u16) -> Self {
-        V6Entry { addr, tick }
-    }
-    fn key(&self) -> [u8; 18] {
-        self.addr
-    }
-    fn tick(&self) -> u16 {
-        self.tick
-    }
-    fn set_tick(&mut self, tick: u16) {
-        self.tick = tick;
-    }
-    fn push_to(&self, resp: &mut AnnounceResponse) {
-        let mut ip = [0u8; 16];
-        ip.copy_from_slice(&self.addr[..16]);
-        let port = u16::from_be_bytes([self.addr[16], self.addr[17]]);
-        resp.ipv6_peers
-            .push(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0));
-    }
-    fn shuffle_last(resp: &mut AnnounceResponse, n: usize, rng: &mut fastrand::Rng) {
-        let len = resp.ipv6_peers.len();
-        rng.shuffle(&mut resp.ipv6_peers[len - n..]);
-    }
-    fn subnet_bounds(key: [u8; 18], prefix: u8) -> ([u8; 18], [u8; 18]) {
-        let mut ip = [0u8; 16];
-        ip.copy_from_slice(&key[..16]);
-        let ip = u128::from_be_bytes(ip);
-        let mask = u128::MAX
-            .checked_shl(128 - u32::from(prefix.min(128)))
-            .unwrap_or(0);
-        let (lo, hi) = (ip & mask, ip | !mask);
-        (v6_key(lo.into(), 0), v6_key(hi.into(), u16::MAX))
-    }
-    const IPV6: bool = true;
-}
+use crate::entry::Entry;
 
 /// Where a peer stands in a swarm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -428,15 +302,14 @@ fn sample<E: Entry>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::{V4Entry, V6Entry};
 
     fn key(n: u8) -> [u8; 6] {
         [10, 0, 0, n, 0x1a, 0xe1]
     }
 
     #[test]
-    fn entries_are_compact() {
-        assert_eq!(std::mem::size_of::<V4Entry>(), 8);
-        assert_eq!(std::mem::size_of::<V6Entry>(), 20);
+    fn swarms_are_compact() {
         // Two IPv4 peers inline cost nothing over a Vec's three words.
         assert_eq!(std::mem::size_of::<Swarm<V4Entry>>(), 32);
         assert_eq!(std::mem::size_of::<Swarm<V6Entry>>(), 40);
@@ -594,24 +467,5 @@ mod tests {
                 .iter()
                 .any(|p| p.ip().octets()[1..3] == [1, 5])
         );
-    }
-
-    #[test]
-    fn subnet_bounds() {
-        let (lo, hi) = V4Entry::subnet_bounds([192, 168, 7, 9, 0, 80], 24);
-        assert_eq!(lo, [192, 168, 7, 0, 0, 0]);
-        assert_eq!(hi, [192, 168, 7, 255, 255, 255]);
-        let (lo, hi) = V4Entry::subnet_bounds([1, 2, 3, 4, 0, 1], 0);
-        assert_eq!(
-            (lo[..4].to_vec(), hi[..4].to_vec()),
-            (vec![0; 4], vec![255; 4])
-        );
-        let mut k6 = [0u8; 18];
-        k6[..2].copy_from_slice(&[0x20, 0x01]);
-        k6[15] = 7;
-        let (lo, hi) = V6Entry::subnet_bounds(k6, 64);
-        assert_eq!(lo[15], 0);
-        assert_eq!(hi[8..16], [0xff; 8]);
-        assert_eq!(hi[..2], [0x20, 0x01]);
     }
 }

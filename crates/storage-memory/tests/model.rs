@@ -32,15 +32,18 @@ const PEERS_PER_FAMILY: u16 = 6;
 
 fn make_store() -> Arc<dyn PeerStore> {
     let cfg = StoreTestConfig::default();
-    Arc::new(MemoryStore::new(MemoryConfig {
-        gc_interval: ConfigDuration(cfg.gc_interval),
-        peer_lifetime: ConfigDuration(cfg.peer_lifetime),
-        // Few shards: the info hashes below all land in the same one, so
-        // swarms sharing a shard are exercised too.
-        shard_count: 4,
-        prometheus_reporting_interval: ConfigDuration(cfg.reporting_interval),
-        ..MemoryConfig::default()
-    }))
+    Arc::new(
+        MemoryStore::new(MemoryConfig {
+            gc_interval: ConfigDuration(cfg.gc_interval),
+            peer_lifetime: ConfigDuration(cfg.peer_lifetime),
+            // Few shards: the info hashes below all land in the same one, so
+            // swarms sharing a shard are exercised too.
+            shard_count: 4,
+            prometheus_reporting_interval: ConfigDuration(cfg.reporting_interval),
+            ..MemoryConfig::default()
+        })
+        .expect("a valid memory config"),
+    )
 }
 
 fn info_hash(n: u8) -> InfoHash {

@@ -1,15 +1,21 @@
-//! Pieces of configuration shared by every component: chihaya's duration syntax.
+//! Pieces of configuration shared by every component: chihaya's duration syntax,
+//! and the checks of keys several drivers share.
 //!
 //! chihaya is written in Go and its YAML durations use Go's syntax: a sequence
 //! of decimal numbers with units, `300ms`, `1.5h`, `2h45m`. Hooks and stores
 //! deserialize their durations through [`ConfigDuration`] so every key accepts
 //! the same spellings.
+//!
+//! Every store has chihaya's `peer_lifetime` and `gc_interval`;
+//! [`validate_peer_lifetime`] checks them the same way for all of them.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+use crate::ConfigError;
 
 /// A duration in Go's syntax (`30m`, `1h30m`, `250ms`, `1.5s`, `0`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -164,6 +170,31 @@ impl<'de> Deserialize<'de> for ConfigDuration {
     }
 }
 
+/// A store's `peer_lifetime` and `gc_interval`: both set, and a peer's longest
+/// stay (its lifetime, plus up to one interval until it is collected) under a
+/// year. Longer is a mistake in the configuration, and the memory store's
+/// 16-bit clock ticks the coarser the longer the stay. Errors name the key.
+pub fn validate_peer_lifetime(
+    peer_lifetime: ConfigDuration,
+    gc_interval: ConfigDuration,
+) -> Result<(), ConfigError> {
+    for (key, d) in [
+        ("gc_interval", gc_interval),
+        ("peer_lifetime", peer_lifetime),
+    ] {
+        if d.0.is_zero() {
+            return Err(ConfigError::new(key, "must be greater than zero"));
+        }
+    }
+    if peer_lifetime.0 + gc_interval.0 > Duration::from_secs(365 * 24 * 3600) {
+        return Err(ConfigError::new(
+            "peer_lifetime",
+            "peer_lifetime plus gc_interval must be under a year",
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a listen address the way Go does: `host:port`, `[v6]:port`, or
 /// `:port` for every interface (IPv4 and IPv6). Empty means "disabled".
 pub fn parse_listen_addr(addr: &str) -> Result<Option<SocketAddr>, String> {
@@ -265,6 +296,19 @@ mod tests {
         assert_eq!(zero.0, Duration::ZERO);
         let err = serde_json::from_value::<ConfigDuration>(serde_json::json!(60)).unwrap_err();
         assert!(err.to_string().contains("add a unit"), "{err}");
+    }
+
+    #[test]
+    fn peer_lifetime_checks_name_the_key() {
+        let d = |s| ConfigDuration(Duration::from_secs(s));
+        validate_peer_lifetime(d(1800), d(180)).unwrap();
+        let key = |lifetime, gc| validate_peer_lifetime(lifetime, gc).unwrap_err().key;
+        assert_eq!(key(d(1800), d(0)), "gc_interval");
+        assert_eq!(key(d(0), d(180)), "peer_lifetime");
+        let err = validate_peer_lifetime(d(365 * 24 * 3600), d(1)).unwrap_err();
+        assert_eq!(err.key, "peer_lifetime");
+        assert!(err.to_string().contains("under a year"), "{err}");
+        validate_peer_lifetime(d(365 * 24 * 3600 - 1), d(1)).unwrap();
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! IP networks (`10.0.0.0/8`, `2001:db8::/32`, or a bare address): for trusted
-//! proxy lists and subnet-aware peer selection.
+//! IP networks (`10.0.0.0/8`, `2001:db8::/32`, or a bare address): [`IpNet`]
+//! for trusted proxy lists, and [`ipv4_range`] / [`ipv6_range`] for
+//! subnet-aware peer selection (the memory store keeps a swarm's peers sorted
+//! by address, so an announcer's network is the run of peers between its
+//! first and last address). One mask rule serves both.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use bittorrent::canonical_ip;
@@ -30,20 +33,48 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical_ip(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = v4_mask(self.prefix);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = v6_mask(self.prefix);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
         }
     }
+}
+
+/// The network bits of an IPv4 prefix length (longer than 32 counts as 32).
+#[inline]
+fn v4_mask(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
+}
+
+/// The network bits of an IPv6 prefix length (longer than 128 counts as 128).
+#[inline]
+fn v6_mask(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0)
+}
+
+/// The first and last address of `ip`'s network of `prefix` bits. On the
+/// announce path: no allocation, a mask and two bit operations.
+#[inline]
+pub fn ipv4_range(ip: Ipv4Addr, prefix: u8) -> (Ipv4Addr, Ipv4Addr) {
+    let (ip, mask) = (u32::from(ip), v4_mask(prefix));
+    ((ip & mask).into(), (ip | !mask).into())
+}
+
+/// [`ipv4_range`] for IPv6. The address is taken as it is: an IPv4-mapped
+/// address is a host in `::ffff:0:0/96` here, as it is in an IPv6 swarm.
+#[inline]
+pub fn ipv6_range(ip: Ipv6Addr, prefix: u8) -> (Ipv6Addr, Ipv6Addr) {
+    let (ip, mask) = (u128::from(ip), v6_mask(prefix));
+    ((ip & mask).into(), (ip | !mask).into())
 }
 
 impl fmt::Display for IpNet {
@@ -100,6 +131,38 @@ mod tests {
         let all: IpNet = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains(ip("8.8.8.8")));
         assert_eq!("::/0".parse::<IpNet>().unwrap().to_string(), "::/0");
+    }
+
+    #[test]
+    fn ranges() {
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(
+            ipv4_range(v4("192.168.7.9"), 24),
+            (v4("192.168.7.0"), v4("192.168.7.255"))
+        );
+        assert_eq!(
+            ipv4_range(v4("1.2.3.4"), 0),
+            (v4("0.0.0.0"), v4("255.255.255.255"))
+        );
+        assert_eq!(
+            ipv4_range(v4("1.2.3.4"), 40),
+            (v4("1.2.3.4"), v4("1.2.3.4"))
+        );
+        assert_eq!(
+            ipv6_range(v6("2001:db8::7"), 64),
+            (v6("2001:db8::"), v6("2001:db8::ffff:ffff:ffff:ffff"))
+        );
+        assert_eq!(
+            ipv6_range(v6("::1"), 0),
+            (v6("::"), Ipv6Addr::from(u128::MAX))
+        );
+        // The range and `contains` agree on the edges.
+        let net: IpNet = "10.1.0.0/16".parse().unwrap();
+        let (first, last) = ipv4_range(v4("10.1.2.3"), 16);
+        assert!(net.contains(first.into()) && net.contains(last.into()));
+        let after = Ipv4Addr::from(u32::from(last) + 1);
+        assert!(!net.contains(after.into()));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::StoreStats;
+
 /// Upper bounds of chihaya's duration buckets in milliseconds: 9.375 · 2^k for
 /// k = 0..10; a last bucket takes the rest (+Inf).
 pub const BUCKETS_MS: [f64; 10] = [
@@ -54,6 +56,34 @@ impl Histogram {
         HistogramSnapshot {
             buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
             sum: Duration::from_nanos(self.sum_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A store's totals as its background work last counted them, so
+/// [`PeerStore::stats`](crate::PeerStore::stats) is three relaxed loads: the
+/// memory store publishes what it summed over its shards, the Redis store what
+/// it read from its `stats` hash.
+#[derive(Debug, Default)]
+pub struct StoreTotals {
+    swarms: AtomicU64,
+    seeders: AtomicU64,
+    leechers: AtomicU64,
+}
+
+impl StoreTotals {
+    pub fn publish(&self, totals: StoreStats) {
+        self.swarms.store(totals.swarms, Ordering::Relaxed);
+        self.seeders.store(totals.seeders, Ordering::Relaxed);
+        self.leechers.store(totals.leechers, Ordering::Relaxed);
+    }
+
+    /// The last published totals (zero before the first).
+    pub fn read(&self) -> StoreStats {
+        StoreStats {
+            swarms: self.swarms.load(Ordering::Relaxed),
+            seeders: self.seeders.load(Ordering::Relaxed),
+            leechers: self.leechers.load(Ordering::Relaxed),
         }
     }
 }
@@ -185,6 +215,19 @@ mod tests {
         assert_eq!(s.buckets[10], 1);
         assert_eq!(s.count(), 3);
         assert_eq!(s.sum, Duration::from_millis(10_011));
+    }
+
+    #[test]
+    fn store_totals_read_what_was_published() {
+        let t = StoreTotals::default();
+        assert_eq!(t.read(), StoreStats::default());
+        let published = StoreStats {
+            swarms: 3,
+            seeders: 5,
+            leechers: 8,
+        };
+        t.publish(published);
+        assert_eq!(t.read(), published);
     }
 
     #[test]

@@ -1,0 +1,72 @@
+-- The write script: one announcer's change to its swarm, the totals in
+-- `stats` in the same atomic step, then the reply (see `store.rs`, which owns
+-- the meaning of every argument, and the crate doc for the data layout).
+--
+-- KEYS: seeders (S), leechers (L), snatches (N), `swarms` (SW), `stats` (ST).
+-- ARGV: member, op, now (ms), want, swarm id, snatch expiry (ms), reply.
+--   op: remove | del_s | del_l | seeder | graduate | leecher | none
+--   reply: write (only {ok}) | l (peers for a leecher) | s (for a seeder)
+local S, L, N, SW, ST = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local m, op, now, want, id = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local reply = ARGV[7]
+local existed = redis.call('EXISTS', S, L) > 0
+local ok = 1
+local ds, dl = 0, 0
+if op == 'remove' then
+  ds = -redis.call('ZREM', S, m)
+  if ds == 0 then dl = -redis.call('ZREM', L, m) end
+  if ds + dl == 0 then ok = 0 end
+elseif op == 'del_s' then
+  ds = -redis.call('ZREM', S, m)
+  if ds == 0 then ok = 0 end
+elseif op == 'del_l' then
+  dl = -redis.call('ZREM', L, m)
+  if dl == 0 then ok = 0 end
+elseif op == 'seeder' or op == 'graduate' then
+  ds = redis.call('ZADD', S, now, m)
+  if ds == 1 then
+    dl = -redis.call('ZREM', L, m)
+    if op == 'graduate' then redis.call('INCR', N) end
+  end
+  redis.call('PEXPIRE', N, ARGV[6])
+elseif op == 'leecher' then
+  dl = redis.call('ZADD', L, now, m)
+  if dl == 1 then ds = -redis.call('ZREM', S, m) end
+  redis.call('PEXPIRE', N, ARGV[6])
+end
+local exists = existed
+if ds ~= 0 or dl ~= 0 then
+  exists = redis.call('EXISTS', S, L) > 0
+  if exists and not existed then
+    redis.call('SADD', SW, id)
+    redis.call('HINCRBY', ST, 'swarms', 1)
+  elseif existed and not exists then
+    redis.call('SREM', SW, id)
+    redis.call('HINCRBY', ST, 'swarms', -1)
+  end
+  if ds ~= 0 then redis.call('HINCRBY', ST, 'seeders', ds) end
+  if dl ~= 0 then redis.call('HINCRBY', ST, 'leechers', dl) end
+end
+if reply == 'write' then return {ok} end
+if op == 'none' and not exists then return {0} end
+local nS = redis.call('ZCARD', S)
+local nL = redis.call('ZCARD', L)
+local sn = tonumber(redis.call('GET', N) or 0)
+-- ZRANDMEMBER's sample is not uniform when it asks for a large share of
+-- the set (it removes keys picked by a bucket-biased draw); then the whole
+-- set goes back and the client draws.
+local function sample(key, n, card)
+  if n <= 0 or card == 0 then return {} end
+  if card <= n * 3 then return redis.call('ZRANGE', key, 0, -1) end
+  return redis.call('ZRANDMEMBER', key, n)
+end
+local seeds, leeches = {}, {}
+if want > 0 then
+  local have = 0
+  if reply == 'l' then
+    seeds = sample(S, want + 1, nS)
+    for _, p in ipairs(seeds) do if p ~= m then have = have + 1 end end
+  end
+  if have < want then leeches = sample(L, want - have + 1, nL) end
+end
+return {ok, nS, nL, sn, seeds, leeches}
