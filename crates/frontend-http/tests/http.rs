@@ -634,12 +634,8 @@ async fn https_with_a_certificate_made_here() {
     use tokio_rustls::rustls;
 
     let dir = TempDir::new("https-cert");
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let cert = test_support::tls::SelfSigned::new(&["localhost", "127.0.0.1"]);
+    let (cert_path, key_path) = cert.write(dir.path());
     let t = start(|c| {
         c.addr = String::new();
         c.https_addr = "127.0.0.1:0".into();
@@ -654,7 +650,7 @@ async fn https_with_a_certificate_made_here() {
 
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.cert.der().clone()).unwrap();
+        roots.add(cert.cert_der()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[version])

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use http_client::{Client, Error, SetupError, StatusCode, Url, header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_rustls::rustls;
 
 /// A server that answers every connection with `reply` and closes; it keeps
 /// the request heads it read.
@@ -308,20 +307,9 @@ fn scratch(name: &str) -> PathBuf {
 /// A TLS acceptor with a fresh self-signed certificate for `names`, whose PEM
 /// is written to `ca_file`.
 fn tls_acceptor(names: &[&str], ca_file: &std::path::Path) -> tokio_rustls::TlsAcceptor {
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let cert = rcgen::generate_simple_self_signed(names).unwrap();
-    std::fs::write(ca_file, cert.cert.pem()).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let certs = vec![CertificateDer::from(cert.cert.der().to_vec())];
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    let cert = test_support::tls::SelfSigned::new(names);
+    std::fs::write(ca_file, &cert.cert_pem).unwrap();
+    cert.acceptor()
 }
 
 #[tokio::test]

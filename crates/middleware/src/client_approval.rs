@@ -84,11 +84,6 @@ impl ClientApproval {
 }
 
 impl tracker::Hook for ClientApproval {
-    /// Answers from memory: never waits.
-    fn may_wait(&self) -> bool {
-        false
-    }
-
     fn handle_announce<'a>(
         &'a self,
         _ctx: &'a mut RequestContext,

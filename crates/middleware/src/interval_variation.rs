@@ -81,11 +81,6 @@ impl IntervalVariation {
 }
 
 impl tracker::Hook for IntervalVariation {
-    /// Answers from memory: never waits.
-    fn may_wait(&self) -> bool {
-        false
-    }
-
     fn handle_announce<'a>(
         &'a self,
         _ctx: &'a mut RequestContext,

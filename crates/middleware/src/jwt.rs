@@ -277,11 +277,6 @@ async fn refresh(fetcher: Fetcher, interval: Duration, keys: Arc<ArcSwap<Keys>>)
 }
 
 impl tracker::Hook for Jwt {
-    /// Answers from memory: never waits.
-    fn may_wait(&self) -> bool {
-        false
-    }
-
     fn handle_announce<'a>(
         &'a self,
         _ctx: &'a mut RequestContext,

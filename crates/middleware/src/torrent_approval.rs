@@ -211,11 +211,6 @@ fn watch(
 }
 
 impl tracker::Hook for TorrentApproval {
-    /// Answers from memory: never waits.
-    fn may_wait(&self) -> bool {
-        false
-    }
-
     fn handle_announce<'a>(
         &'a self,
         _ctx: &'a mut RequestContext,

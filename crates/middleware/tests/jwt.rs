@@ -17,7 +17,6 @@ use storage_memory::{MemoryConfig, MemoryStore};
 use test_support::bencode::failure_reason;
 use test_support::{TempDir, http, percent_encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_rustls::rustls;
 use tracker::{LogicConfig, NamedHook, Options, Registry, SharedLogic, TrackerLogic};
 
 const ISSUER: &str = "https://issuer.example";
@@ -135,19 +134,9 @@ impl JwksServer {
     /// Over HTTPS with a fresh self-signed certificate for `localhost`,
     /// whose PEM is written to `ca_file`.
     async fn start_tls(signers: &[&Signer], ca_file: &std::path::Path) -> JwksServer {
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        std::fs::write(ca_file, cert.cert.pem()).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-        let certs = vec![CertificateDer::from(cert.cert.der().to_vec())];
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let cert = test_support::tls::SelfSigned::new(&["localhost"]);
+        std::fs::write(ca_file, &cert.cert_pem).unwrap();
+        let acceptor = cert.acceptor();
         JwksServer::start_with(signers, Some(acceptor)).await
     }
 

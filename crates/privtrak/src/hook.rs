@@ -67,6 +67,11 @@ impl tracker::Hook for PrivtrakHook {
         }
     }
 
+    /// An announce with a delta waits for the journal's group sync.
+    fn may_wait(&self) -> bool {
+        true
+    }
+
     fn metrics(&self, out: &mut Vec<MetricSample>) {
         let p = &self.privtrak;
         out.extend(p.metrics().samples(

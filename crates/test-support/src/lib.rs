@@ -10,6 +10,7 @@
 //!   killed and restarted on the same address for outage tests.
 //! - [`postgres`]: a throwaway PostgreSQL cluster on a free port of 127.0.0.1,
 //!   with `psql`, fast and immediate stops and restarts on the same port.
+//! - [`tls`]: self-signed certificates and acceptors for TLS servers.
 //! - [`TempDir`], [`free_tcp_port`], [`free_udp_port`], and
 //!   [`percent_encode`] (the protocol crate's, re-exported so that a test
 //!   encodes info hashes the way clients do).
@@ -25,6 +26,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 mod tempdir;
+pub mod tls;
 
 pub use bittorrent::percent_encode;
 pub use port::{free_tcp_port, free_udp_port};

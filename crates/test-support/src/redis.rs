@@ -42,10 +42,7 @@ impl RedisServer {
     /// certificate for `localhost` (see [`RedisServer::ca_file`]).
     pub fn start_tls(tag: &str) -> RedisServer {
         RedisServer::launch(tag, |dir| {
-            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-                .expect("a self-signed certificate");
-            std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
-            std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+            crate::tls::SelfSigned::new(&["localhost"]).write(dir.path());
             Listen::Tls(free_tcp_port())
         })
     }

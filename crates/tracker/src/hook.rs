@@ -35,14 +35,16 @@ pub trait Hook: Send + Sync + 'static {
         ReadyOrBoxed::ready(Ok(()))
     }
 
-    /// Whether the hook's futures may wait (I/O, a lock across an await).
-    /// A frontend that serves many requests on one thread (UDP) handles
-    /// requests of a chain where nothing waits in place, allocation-free,
-    /// and gives each request of a chain that may wait its own task, so one
-    /// waiting request does not hold up the others. Hooks that always answer
-    /// with `ReadyOrBoxed::ready` say `false`.
+    /// Whether the hook's futures may wait (I/O, a lock held across an
+    /// await). A frontend that serves many requests on one thread (UDP)
+    /// handles the requests of a chain where nothing waits in place,
+    /// allocation-free, and gives each request of a chain that may wait its
+    /// own task, so one waiting request does not hold up the others. A hook
+    /// that returns `ReadyOrBoxed::boxed` futures that really wait says
+    /// `true`; one that does not is still correct, but its UDP requests wait
+    /// in line.
     fn may_wait(&self) -> bool {
-        true
+        false
     }
 
     /// Metrics the hook exports, read at each scrape of `/metrics`.

@@ -48,6 +48,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A journal in `dir` with entries 1..=10 on disk, closed.
+fn write_ten(dir: &Path) {
+    let o = open(dir);
+    for n in 1..=10 {
+        o.journal.append(&mut delta(n)).unwrap();
+    }
+    runtime().block_on(o.journal.durable(10)).unwrap();
+}
+
 #[test]
 fn appended_entries_become_durable_in_order_and_survive_reopening() {
     let tmp = tempfile::tempdir().unwrap();
@@ -97,12 +106,7 @@ fn many_appends_share_few_syncs() {
 fn a_torn_tail_is_cut_off_and_the_sequence_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("j");
-    let o = open(&dir);
-    for n in 1..=10 {
-        o.journal.append(&mut delta(n)).unwrap();
-    }
-    runtime().block_on(o.journal.durable(10)).unwrap();
-    drop(o);
+    write_ten(&dir);
     let segment = dir.join(format!("{:020}.log", 1));
     // Half a record, as a crash in the middle of a write leaves it.
     let mut torn = Vec::new();
@@ -131,12 +135,7 @@ fn a_torn_tail_is_cut_off_and_the_sequence_goes_on() {
 fn damage_before_the_tail_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("j");
-    let o = open(&dir);
-    for n in 1..=10 {
-        o.journal.append(&mut delta(n)).unwrap();
-    }
-    runtime().block_on(o.journal.durable(10)).unwrap();
-    drop(o);
+    write_ten(&dir);
     let segment = dir.join(format!("{:020}.log", 1));
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[3 * RECORD_LEN + 50] ^= 0xff;
