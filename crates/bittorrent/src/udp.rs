@@ -295,6 +295,16 @@ pub enum Reply<'a> {
 }
 
 impl<'a> Reply<'a> {
+    /// The transaction id the reply answers.
+    pub fn transaction_id(&self) -> u32 {
+        match *self {
+            Reply::Connect { transaction_id, .. }
+            | Reply::Announce { transaction_id, .. }
+            | Reply::Scrape { transaction_id, .. }
+            | Reply::Error { transaction_id, .. } => transaction_id,
+        }
+    }
+
     /// Parses a reply; the error says what is malformed.
     pub fn parse(packet: &'a [u8]) -> Result<Self, &'static str> {
         if packet.len() < 8 {

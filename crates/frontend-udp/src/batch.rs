@@ -128,6 +128,11 @@ impl SendBatch {
         self.len += 1;
     }
 
+    /// Whether every buffer holds a queued reply (send before adding more).
+    pub fn is_full(&self) -> bool {
+        self.len == BATCH
+    }
+
     /// Replies not sent yet.
     pub fn pending(&self) -> usize {
         self.len - self.sent

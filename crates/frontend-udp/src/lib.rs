@@ -18,6 +18,7 @@ mod batch;
 pub mod client;
 mod config;
 mod connection_id;
+mod in_flight;
 mod stats;
 mod worker;
 

@@ -6,9 +6,14 @@
 //! buffer) is a slot allocated once per worker, so a steady stream of packets
 //! allocates nothing. The [`Worker`] owns the socket, the batches and the
 //! order of work; a [`Handler`] answers one request on its slot
-//! (`handle`, then `after_reply` once the reply is sent). A hook or store that
-//! waits (Redis) is awaited in place: requests of one worker then queue behind
-//! it, and workers run in parallel.
+//! (`handle`, then `after_reply` once the reply is sent).
+//!
+//! How requests are scheduled depends on the tracker logic: when nothing in
+//! it waits (the memory store, hooks that answer from memory), each batch is
+//! answered in place, allocation-free. When something may wait (Redis,
+//! privtrak's journal), each request becomes a job of its own
+//! ([`crate::in_flight`]): a request that waits does not hold up the others,
+//! and its reply goes out as soon as it is ready.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -27,6 +32,7 @@ use tracker::{RequestContext, RequestLimits, SharedLogic, TrackerError, TrackerL
 
 use crate::batch::{BATCH, RecvBatch, SendBatch};
 use crate::connection_id::ConnectionIdSigner;
+use crate::in_flight::{InFlight, Job, Step};
 use crate::stats::WorkerStats;
 use tracker::frontend::{add, bump, failure_text};
 use tracker::stats::TimedAction;
@@ -60,6 +66,11 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// Whether the request has a post-reply phase to run.
+    pub(crate) fn has_after(&self) -> bool {
+        self.after != After::Nothing
+    }
+
     pub(crate) fn new() -> Self {
         Slot {
             ctx: RequestContext::new(),
@@ -86,6 +97,9 @@ pub(crate) struct Worker {
     recv: RecvBatch,
     send: SendBatch,
     slots: Vec<Slot>,
+    in_flight: InFlight,
+    /// Jobs answered since the last send, whose replies are to go out.
+    answered: Vec<(Box<Job>, Arc<TrackerLogic>)>,
 }
 
 fn unix_now() -> u64 {
@@ -94,6 +108,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// How long a stopping worker waits for its waiting requests.
+const STOP_DRAIN: Duration = Duration::from_secs(5);
+
 impl Worker {
     pub(crate) fn new(
         settings: Arc<Settings>,
@@ -101,16 +118,19 @@ impl Worker {
         stats: Arc<WorkerStats>,
     ) -> Self {
         Worker {
+            in_flight: InFlight::new(Arc::clone(&settings), Arc::clone(&stats)),
             settings,
             logic,
             stats,
             recv: RecvBatch::new(),
             send: SendBatch::new(),
             slots: (0..BATCH).map(|_| Slot::new()).collect(),
+            answered: Vec::new(),
         }
     }
 
-    /// Serves `socket` until `stop` turns true.
+    /// Serves `socket` until `stop` turns true, then lets waiting requests
+    /// finish (at most [`STOP_DRAIN`]).
     pub(crate) fn run(mut self, socket: std::net::UdpSocket, mut stop: watch::Receiver<bool>) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -132,35 +152,69 @@ impl Worker {
             };
             let fd = socket.as_raw_fd();
             loop {
-                let received = tokio::select! {
+                let room = self.in_flight.has_room();
+                tokio::select! {
                     biased;
                     _ = stop.wait_for(|stopped| *stopped) => break,
-                    r = socket.async_io(Interest::READABLE, || self.recv.recv(fd)) => r,
-                };
-                match received {
-                    Ok(n) => self.process(n, &socket).await,
-                    Err(e) => {
-                        bump(&self.stats.recv_errors);
-                        tracing::warn!(error = %e, "udp receive failed");
-                        // A persistent error must not spin the core.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    Some(step) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                        self.finished(step);
+                    }
+                    r = socket.async_io(Interest::READABLE, || self.recv.recv(fd)), if room => {
+                        match r {
+                            Ok(n) => self.process(n, &socket).await,
+                            Err(e) => {
+                                bump(&self.stats.recv_errors);
+                                tracing::warn!(error = %e, "udp receive failed");
+                                // A persistent error must not spin the core.
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
                     }
                 }
+                self.deliver(&socket).await;
+            }
+            let deadline = tokio::time::Instant::now() + STOP_DRAIN;
+            while !self.in_flight.is_empty() {
+                match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
+                    Ok(Some(step)) => self.finished(step),
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!(
+                            requests = self.in_flight.len(),
+                            "udp worker stopped with requests still waiting"
+                        );
+                        break;
+                    }
+                }
+                self.deliver(&socket).await;
             }
         });
     }
 
+    /// Answers a received batch: in place when nothing in the logic waits,
+    /// else as jobs.
     async fn process(&mut self, n: usize, socket: &UdpSocket) {
         let now = unix_now();
-        // Loaded once per batch and dropped with it, so a reload's old logic
-        // is retired as soon as the batch is done.
+        // Loaded once per batch; a job keeps its own clone, so a reload's
+        // old logic is retired once the batch and its jobs are done.
         let logic = self.logic.load();
+        if logic.may_wait() {
+            for i in 0..n {
+                let Some((packet, source)) = self.recv.packet(i) else {
+                    bump(&self.stats.packets_dropped);
+                    continue;
+                };
+                bump(&self.stats.packets_received);
+                add(&self.stats.bytes_received, packet.len() as u64);
+                self.in_flight.start(packet, source, now, &logic);
+            }
+            return;
+        }
         let handler = Handler {
             settings: &self.settings,
             logic: &logic,
             stats: &self.stats,
         };
-        self.send.clear();
         let mut bytes_out = 0u64;
         for i in 0..n {
             let Some((packet, source)) = self.recv.packet(i) else {
@@ -169,6 +223,9 @@ impl Worker {
             };
             bump(&self.stats.packets_received);
             add(&self.stats.bytes_received, packet.len() as u64);
+            if self.send.is_full() {
+                flush(&mut self.send, &self.stats, socket).await;
+            }
             let started = self.settings.request_timing.then(Instant::now);
             let out = self.send.next_buf();
             let outcome = handler
@@ -177,9 +234,7 @@ impl Worker {
             if let Outcome::Replied { action, error } = outcome {
                 bytes_out += out.len() as u64;
                 self.send.commit(source);
-                let ipv6 = canonical_ip(source.ip()).is_ipv6();
-                let took = started.map(|s| s.elapsed());
-                self.stats.requests.record(action, ipv6, error, took);
+                record(&self.stats, action, error, source, started);
             }
         }
         flush(&mut self.send, &self.stats, socket).await;
@@ -188,10 +243,61 @@ impl Worker {
             handler.after_reply(slot).await;
         }
     }
+
+    /// Takes what a job's step ended with.
+    fn finished(&mut self, step: Step) {
+        match step {
+            Step::Answered(job, logic) => self.answered.push((job, logic)),
+            Step::Done(job) => self.in_flight.recycle(job),
+        }
+    }
+
+    /// Sends the replies of every job answered so far (and of those that
+    /// finish meanwhile without waiting), then starts their post phases.
+    async fn deliver(&mut self, socket: &UdpSocket) {
+        while let Some(step) = self.in_flight.ready() {
+            self.finished(step);
+        }
+        if self.answered.is_empty() {
+            return;
+        }
+        let mut bytes_out = 0u64;
+        for (job, _) in &self.answered {
+            let Outcome::Replied { action, error } = *job.outcome() else {
+                continue;
+            };
+            if self.send.is_full() {
+                flush(&mut self.send, &self.stats, socket).await;
+            }
+            self.send.next_buf().extend_from_slice(job.reply());
+            self.send.commit(job.source());
+            bytes_out += job.reply().len() as u64;
+            record(&self.stats, action, error, job.source(), job.started());
+        }
+        flush(&mut self.send, &self.stats, socket).await;
+        add(&self.stats.bytes_sent, bytes_out);
+        for (job, logic) in std::mem::take(&mut self.answered) {
+            self.in_flight.after_reply(job, logic);
+        }
+    }
 }
 
-/// Sends every reply of the batch; a reply the kernel refuses is counted,
-/// logged and skipped.
+/// Counts an answered request (and its duration when timing is on).
+fn record(
+    stats: &WorkerStats,
+    action: TimedAction,
+    error: bool,
+    source: SocketAddr,
+    started: Option<Instant>,
+) {
+    let ipv6 = canonical_ip(source.ip()).is_ipv6();
+    stats
+        .requests
+        .record(action, ipv6, error, started.map(|s| s.elapsed()));
+}
+
+/// Sends every queued reply, then empties the batch; a reply the kernel
+/// refuses is counted, logged and skipped.
 async fn flush(send: &mut SendBatch, stats: &WorkerStats, socket: &UdpSocket) {
     let fd = socket.as_raw_fd();
     while send.pending() > 0 {
@@ -199,7 +305,7 @@ async fn flush(send: &mut SendBatch, stats: &WorkerStats, socket: &UdpSocket) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if socket.writable().await.is_err() {
-                    return;
+                    break;
                 }
             }
             Err(e) => {
@@ -209,6 +315,7 @@ async fn flush(send: &mut SendBatch, stats: &WorkerStats, socket: &UdpSocket) {
             }
         }
     }
+    send.clear();
 }
 
 const OBSOLETE_IPV6_ANNOUNCE: ClientError =
