@@ -12,7 +12,8 @@
 //!
 //! A job's post-reply phase (post-hooks, a swarm write the store did not do
 //! in one step) runs after its reply is sent, as another step of the same
-//! job. Jobs are recycled: a steady stream allocates only the futures.
+//! job. Jobs (and their buffers) are recycled: a steady stream allocates
+//! only the futures.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,8 +44,8 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    fn new() -> Box<Job> {
-        Box::new(Job {
+    fn new() -> Job {
+        Job {
             slot: Slot::new(),
             packet: Vec::with_capacity(PACKET_SIZE),
             source: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -52,7 +53,7 @@ impl Job {
             started: None,
             reply: Vec::with_capacity(PACKET_SIZE),
             outcome: Outcome::Dropped,
-        })
+        }
     }
 
     pub fn source(&self) -> SocketAddr {
@@ -79,9 +80,9 @@ impl Job {
 /// What a job's step ended with.
 pub(crate) enum Step {
     /// Answered: the reply is ready to send; the post phase may follow.
-    Answered(Box<Job>, Arc<TrackerLogic>),
+    Answered(Job, Arc<TrackerLogic>),
     /// The post phase is done: the job can be reused.
-    Done(Box<Job>),
+    Done(Job),
 }
 
 type Running = Pin<Box<dyn Future<Output = Step>>>;
@@ -91,7 +92,7 @@ pub(crate) struct InFlight {
     settings: Arc<Settings>,
     stats: Arc<WorkerStats>,
     running: FuturesUnordered<Running>,
-    free: Vec<Box<Job>>,
+    free: Vec<Job>,
 }
 
 impl InFlight {
@@ -136,7 +137,7 @@ impl InFlight {
             Arc::clone(logic),
         );
         self.running.push(Box::pin(async move {
-            let j = &mut *job;
+            let j = &mut job;
             j.reply.clear();
             let handler = Handler {
                 settings: &settings,
@@ -151,7 +152,7 @@ impl InFlight {
     }
 
     /// Runs the post-reply phase of an answered job, whose reply is sent.
-    pub fn after_reply(&mut self, mut job: Box<Job>, logic: Arc<TrackerLogic>) {
+    pub fn after_reply(&mut self, mut job: Job, logic: Arc<TrackerLogic>) {
         if !job.has_post_phase() {
             self.recycle(job);
             return;
@@ -168,7 +169,7 @@ impl InFlight {
         }));
     }
 
-    pub fn recycle(&mut self, job: Box<Job>) {
+    pub fn recycle(&mut self, job: Job) {
         if self.free.len() < MAX_IN_FLIGHT {
             self.free.push(job);
         }

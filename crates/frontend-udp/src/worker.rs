@@ -99,7 +99,7 @@ pub(crate) struct Worker {
     slots: Vec<Slot>,
     in_flight: InFlight,
     /// Jobs answered since the last send, whose replies are to go out.
-    answered: Vec<(Box<Job>, Arc<TrackerLogic>)>,
+    answered: Vec<(Job, Arc<TrackerLogic>)>,
 }
 
 fn unix_now() -> u64 {
