@@ -30,5 +30,6 @@ pub fn default_registry() -> tracker::Registry {
     storage_memory::register(&mut registry);
     storage_redis::register(&mut registry);
     middleware::register(&mut registry);
+    privtrak::register(&mut registry);
     registry
 }

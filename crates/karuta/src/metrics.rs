@@ -130,6 +130,35 @@ fn request_counts(frontend: &str, m: &RequestMetrics, errors_only: bool, out: &m
     }
 }
 
+/// What the hooks export (privtrak's counters, say), as families: samples
+/// with one name form one family; a hook configured twice on one state
+/// reports the same series twice, which is kept once.
+fn hook_families(o: &Observed) -> Vec<MetricFamily> {
+    use tracker::telemetry::{MetricSample, MetricValue};
+    let mut samples: Vec<MetricSample> = Vec::new();
+    for named in o.hooks() {
+        named.hook.metrics(&mut samples);
+    }
+    let mut families: Vec<MetricFamily> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for s in samples {
+        if !seen.insert((s.name, s.labels.clone())) {
+            continue;
+        }
+        let pairs: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (kind, metric) = match &s.value {
+            MetricValue::Counter(v) => (MetricType::COUNTER, counter(&pairs, *v)),
+            MetricValue::Gauge(v) => (MetricType::GAUGE, gauge(&pairs, *v)),
+            MetricValue::Histogram(h) => (MetricType::HISTOGRAM, histogram(&pairs, h)),
+        };
+        match families.iter_mut().find(|f| f.name() == s.name) {
+            Some(f) => f.mut_metric().push(metric),
+            None => families.push(family(s.name, s.help, kind, vec![metric])),
+        }
+    }
+    families
+}
+
 /// Reads everything in [`Observed`] at scrape time.
 struct TrackerCollector {
     observed: Arc<Observed>,
@@ -179,7 +208,7 @@ impl Collector for TrackerCollector {
             .collect();
         let gc = o.store.gc_durations().unwrap_or_default();
 
-        vec![
+        let mut families = vec![
             family(
                 "chihaya_http_response_duration_milliseconds",
                 "The duration of time it takes to receive and write a response to an API request",
@@ -297,7 +326,9 @@ impl Collector for TrackerCollector {
                 MetricType::GAUGE,
                 vec![gauge(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
             ),
-        ]
+        ];
+        families.extend(hook_families(o));
+        families
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use frontend_http::HttpStats;
 use frontend_udp::UdpMetrics;
-use tracker::PeerStore;
 use tracker::stats::Liveness;
+use tracker::{NamedHook, PeerStore, SharedLogic};
 
 /// A running frontend as `/health` sees it.
 #[derive(Clone, Debug)]
@@ -30,6 +30,8 @@ pub struct Observed {
     pub http: Arc<HttpStats>,
     hooks: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     frontends: Mutex<Vec<FrontendState>>,
+    /// The tracker logic in use, whose hooks report metrics and health.
+    logic: Mutex<Option<Arc<SharedLogic>>>,
     pub started: SystemTime,
 }
 
@@ -41,6 +43,7 @@ impl Observed {
             http: Arc::default(),
             hooks: Mutex::default(),
             frontends: Mutex::default(),
+            logic: Mutex::default(),
             started: SystemTime::now(),
         }
     }
@@ -64,6 +67,17 @@ impl Observed {
     /// Replaces the record of running frontends.
     pub fn set_frontends(&self, frontends: Vec<FrontendState>) {
         *self.frontends.lock().unwrap_or_else(|p| p.into_inner()) = frontends;
+    }
+
+    /// Tells the operations endpoints which logic is in use.
+    pub fn set_logic(&self, logic: Arc<SharedLogic>) {
+        *self.logic.lock().unwrap_or_else(|p| p.into_inner()) = Some(logic);
+    }
+
+    /// The hooks of the logic in use now (none before the tracker started).
+    pub fn hooks(&self) -> Vec<NamedHook> {
+        let logic = self.logic.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        logic.map_or_else(Vec::new, |l| l.load().hooks().cloned().collect())
     }
 
     pub fn frontends(&self) -> Vec<FrontendState> {

@@ -143,6 +143,16 @@ impl State {
             Ok(Err(e)) => reasons.push(format!("storage: {e}")),
             Err(_) => reasons.push(format!("storage: no answer within {STORE_CHECK_TIMEOUT:?}")),
         }
+        let mut degraded = Vec::new();
+        for named in o.hooks() {
+            match named.hook.health() {
+                tracker::telemetry::Health::Ok => {}
+                tracker::telemetry::Health::Degraded(why) => degraded.push(why),
+                tracker::telemetry::Health::Unavailable(why) => reasons.push(why),
+            }
+        }
+        degraded.dedup();
+        reasons.dedup();
         let mut frontends = Vec::new();
         for f in o.frontends() {
             let running = f.liveness.running();
@@ -159,12 +169,18 @@ impl State {
                 "running": running,
             }));
         }
-        if reasons.is_empty() {
+        if reasons.is_empty() && degraded.is_empty() {
             (
                 StatusCode::OK,
                 json!({"status": "ok", "storage": "ok", "frontends": frontends}),
             )
+        } else if reasons.is_empty() {
+            (
+                StatusCode::OK,
+                json!({"status": "degraded", "storage": "ok", "reasons": degraded, "frontends": frontends}),
+            )
         } else {
+            reasons.extend(degraded);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"status": "unavailable", "reasons": reasons, "frontends": frontends}),

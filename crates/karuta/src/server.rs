@@ -192,6 +192,7 @@ impl Tracker {
                 return Err(e);
             }
         };
+        observed.set_logic(Arc::clone(&logic));
         let tracker = Tracker {
             registry,
             config,

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use test_support::process::spawn_tied;
 
+pub mod accounting;
+
 /// Writes `text` to `path` through a rename, so that a reload never reads a
 /// half-written file.
 pub fn write_config(path: &Path, text: &str) {
@@ -157,6 +159,10 @@ impl Karuta {
     /// Replaces the configuration file (for a reload).
     pub fn rewrite_config(&self, text: &str) {
         write_config(&self.config, text);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     pub fn signal(&self, sig: i32) {
