@@ -4,6 +4,8 @@
 //! through SIGKILLs at random moments, a stream of SIGUSR1 reloads, and a
 //! SIGTERM, compared with simulated clients whose counters are known.
 
+#[path = "clients/harness.rs"]
+mod harness;
 mod support;
 
 use std::collections::BTreeMap;
@@ -291,4 +293,96 @@ fn totals_are_exact_through_fifty_reloads_under_load() {
     let failed: u64 = clients.iter().map(|c| c.failed).sum();
     assert_eq!(failed, 0, "a reload failed an announce");
     assert_eq!(jsonl_totals(&s.dir.join("deltas.jsonl")), truth);
+}
+
+/// libtorrent's counters for each client, from `totals NAME uploaded=N downloaded=N`.
+fn client_totals(driver: &harness::Driver) -> BTreeMap<String, (u64, u64)> {
+    driver
+        .seen
+        .iter()
+        .filter_map(|l| l.split_once("totals "))
+        .map(|(_, rest)| {
+            let mut words = rest.split_whitespace();
+            let name = words.next().unwrap().to_owned();
+            let mut n = |key: &str| -> u64 {
+                words
+                    .next()
+                    .unwrap()
+                    .strip_prefix(key)
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            (name, (n("uploaded="), n("downloaded=")))
+        })
+        .collect()
+}
+
+#[test]
+fn a_private_swarm_of_real_clients_is_credited_what_it_transferred() {
+    harness::require_clients(false);
+    let s = setup("privtrak-libtorrent");
+    let mut k = Karuta::start(&s.config);
+    let workdir = s.dir.join("swarm");
+    std::fs::create_dir(&workdir).unwrap();
+    let t = s.tracker;
+    // A user of its own for each client, each through another kind of URL.
+    let urls = [
+        format!("http://{}/{PASSKEY_A}/announce", t.http),
+        format!("http://{}/announce?passkey={PASSKEY_B}", t.http),
+        format!("udp://{}/{PASSKEY_C}/announce", t.udp),
+    ];
+    let size: u64 = 4 << 20;
+    let mut driver = harness::Driver::start(&workdir, &urls.join(","), "private");
+    let info_hash = driver.wait_for("infohash ", Duration::from_secs(20));
+    driver.wait_for("ready-to-stop", Duration::from_secs(60));
+    driver.send_line("go");
+    driver.expect_success(Duration::from_secs(30), "clients-stopped");
+    let reported = client_totals(&driver);
+    assert_eq!(k.stop(), Some(0), "{}", k.log());
+
+    let mut credited: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut snatched = Vec::new();
+    for l in jsonl(&s.dir) {
+        assert_eq!(l["info_hash"], info_hash.trim(), "{l}");
+        let user = l["user"].as_str().unwrap().to_owned();
+        if l["event"] == "completed" {
+            snatched.push(user.clone());
+        }
+        let e = credited.entry(user).or_default();
+        e.0 += l["uploaded"].as_u64().unwrap();
+        e.1 += l["downloaded"].as_u64().unwrap();
+    }
+    let (seeder, leecher1, leecher2) = (
+        credited[PASSKEY_A],
+        credited[PASSKEY_B],
+        credited[PASSKEY_C],
+    );
+    eprintln!(
+        "credited: seeder {seeder:?}, leecher1 {leecher1:?}, leecher2 {leecher2:?}; libtorrent: {reported:?}"
+    );
+    assert!(
+        seeder.0 >= size,
+        "the seeder is credited {} uploaded, less than the payload",
+        seeder.0
+    );
+    assert_eq!(seeder.1, 0, "the seeder downloaded nothing");
+    for (name, got) in [("leecher1", leecher1), ("leecher2", leecher2)] {
+        let off = got.1.abs_diff(size) as f64 / size as f64;
+        assert!(
+            off <= 0.01,
+            "{name} is credited {} downloaded for a {size}-byte payload",
+            got.1
+        );
+        // Uploads are credited as the client counted them; its downloaded
+        // counter leaves out redundant bytes, its payload total does not.
+        assert_eq!(got.0, reported[name].0, "{name}");
+        assert!(got.1 <= reported[name].1, "{name}");
+    }
+    assert_eq!(seeder, reported["seeder"], "seeder");
+    // Both leechers' `completed` reached the handler (the site's snatches).
+    snatched.sort();
+    let mut want = vec![PASSKEY_B.to_owned(), PASSKEY_C.to_owned()];
+    want.sort();
+    assert_eq!(snatched, want);
 }

@@ -19,6 +19,15 @@ http://127.0.0.1:PORT/PASSKEY/announce.
                      leecher 1 from the tracker, which they last announced to
                      before the reload, and complete. Then as in swarm mode:
                      `ready-for-scrape`, a line on stdin, every client stops.
+  --mode private     a private torrent (BEP 27): --tracker is a comma-separated
+                     list of three announce URLs, each with its own passkey
+                     (the seeder's, leecher 1's, leecher 2's), as a private
+                     tracker hands every user a torrent of their own. The
+                     seeder and both leechers complete; each prints
+                     `totals NAME uploaded=N downloaded=N` (libtorrent's
+                     payload counters), then, after a line on stdin, every
+                     client stops (its `stopped` announce carries its final
+                     counters) and the script prints `clients-stopped`.
   --mode no-tracker  the negative control: a seeder and a leecher whose
                      tracker does not answer; the leecher must find no peer
                      and download nothing within --window seconds.
@@ -73,7 +82,7 @@ def free_port(kind):
     return port
 
 
-def make_torrent(workdir, tracker, size, piece_size):
+def make_torrent(workdir, tracker, size, piece_size, private=False):
     seed_dir = os.path.join(workdir, "seed")
     os.makedirs(seed_dir)
     payload = os.path.join(seed_dir, PAYLOAD_NAME)
@@ -86,6 +95,8 @@ def make_torrent(workdir, tracker, size, piece_size):
     ct = lt.create_torrent(fs, piece_size, lt.create_torrent.v1_only)
     ct.add_tracker(tracker)
     ct.set_creator("karuta real-client tests")
+    if private:
+        ct.set_priv(True)
     lt.set_piece_hashes(ct, seed_dir)
     torrent_path = os.path.join(workdir, "payload.torrent")
     with open(torrent_path, "wb") as f:
@@ -93,6 +104,19 @@ def make_torrent(workdir, tracker, size, piece_size):
     info = lt.torrent_info(torrent_path)
     info_hash = str(info.info_hashes().v1)
     return seed_dir, payload, torrent_path, info_hash, sha256_file(payload)
+
+
+def torrent_for(torrent_path, tracker, name):
+    """A copy of the torrent announcing to `tracker` (this user's passkey):
+    the info dict, and so the info hash, is everyone's."""
+    with open(torrent_path, "rb") as f:
+        meta = lt.bdecode(f.read())
+    meta[b"announce"] = tracker.encode()
+    meta.pop(b"announce-list", None)
+    path = f"{torrent_path}.{name}"
+    with open(path, "wb") as f:
+        f.write(lt.bencode(meta))
+    return path
 
 
 ALERT_MASK = (
@@ -123,7 +147,7 @@ EVENT_NAMES = {
 class Client:
     """One libtorrent session with one torrent."""
 
-    def __init__(self, name, torrent_path, save_path):
+    def __init__(self, name, torrent_path, save_path, tracker=None):
         self.name = name
         settings = {
             "listen_interfaces": "127.0.0.1:0",
@@ -145,6 +169,8 @@ class Client:
         self.ses.add_extension("ut_metadata")
         self.ses.add_extension("smart_ban")
         atp = lt.add_torrent_params()
+        if tracker is not None:
+            torrent_path = torrent_for(torrent_path, tracker, name)
         atp.ti = lt.torrent_info(torrent_path)
         atp.save_path = save_path
         atp.flags |= (
@@ -519,6 +545,58 @@ def reload(args):
     finish(everyone, info_hash)
 
 
+def private(args):
+    urls = args.tracker.split(",")
+    if len(urls) != 3:
+        raise Failure(f"--tracker: three comma-separated URLs for --mode private, got {len(urls)}")
+    seed_dir, _, torrent_path, info_hash, digest = make_torrent(
+        args.workdir, urls[0], args.size, args.piece_size, private=True
+    )
+    if not lt.torrent_info(torrent_path).priv():
+        raise Failure("the torrent is not private")
+    print(f"infohash {info_hash}", flush=True)
+    seeder = Client("seeder", torrent_path, seed_dir, urls[0])
+    wait_until(
+        "seeder checked its files and got a tracker reply",
+        10,
+        [seeder],
+        lambda: seeder.status().is_seeding and seeder.tracker_replies > 0,
+    )
+    leechers = []
+    for i, url in ((1, urls[1]), (2, urls[2])):
+        d = os.path.join(args.workdir, f"leecher{i}")
+        os.makedirs(d)
+        leechers.append(Client(f"leecher{i}", torrent_path, d, url))
+    everyone = [seeder] + leechers
+    wait_until(
+        "both leechers completed and announced it",
+        20,
+        everyone,
+        lambda: all(c.finished and c.status().is_seeding and c.tracker_replies >= 2 for c in leechers),
+    )
+    check_sources(everyone)
+    check_leechers(args, leechers, digest)
+    report(everyone)
+    for c in everyone:
+        if c.tracker_errors:
+            raise Failure(f"{c.name}: the tracker refused an announce")
+    print(f"ready-to-stop infohash={info_hash}", flush=True)
+    wait_for_go(30)
+    for c in everyone:
+        c.pause()
+    wait_until(
+        "every client's stopped announce answered",
+        10,
+        everyone,
+        lambda: all(c.stop_answered() for c in everyone),
+    )
+    for c in everyone:
+        s = c.status()
+        print(f"totals {c.name} uploaded={s.total_payload_upload} downloaded={s.total_payload_download}", flush=True)
+        c.close()
+    print("clients-stopped", flush=True)
+
+
 def no_tracker(args):
     seed_dir, _, torrent_path, info_hash, _ = make_torrent(
         args.workdir, args.tracker, args.size, args.piece_size
@@ -556,7 +634,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tracker", required=True, help="udp:// or http://127.0.0.1:PORT/.../announce")
     p.add_argument("--workdir", required=True, help="an empty directory")
-    p.add_argument("--mode", choices=["swarm", "reload", "no-tracker"], default="swarm")
+    p.add_argument("--mode", choices=["swarm", "reload", "private", "no-tracker"], default="swarm")
     p.add_argument("--size", type=int, default=4 << 20, help="payload bytes")
     p.add_argument("--piece-size", type=int, default=32 << 10)
     p.add_argument("--window", type=float, default=10, help="no-tracker: seconds to wait")
@@ -569,6 +647,8 @@ def main():
             swarm(args)
         elif args.mode == "reload":
             reload(args)
+        elif args.mode == "private":
+            private(args)
         else:
             no_tracker(args)
     except Failure as e:
