@@ -122,6 +122,7 @@ async fn learn_position(
             }
             Ok(applied) => {
                 tracing::info!(applied, "privtrak: the handler answered; handing over");
+                p.metrics.set_failing(None);
                 p.acked_through.store(applied, Ordering::Release);
                 let already = (applied + 1).saturating_sub(p.first_seq);
                 p.journal
@@ -130,6 +131,7 @@ async fn learn_position(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "privtrak: the handler is still unreachable");
+                p.metrics.set_failing(Some(e.to_string()));
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return None,
@@ -152,12 +154,14 @@ async fn hand_over(p: &Privtrak, batch: &Batch) {
             Ok(()) => {
                 p.metrics.batches_accepted.fetch_add(1, Ordering::Relaxed);
                 if failures > 0 {
+                    p.metrics.set_failing(None);
                     tracing::info!(batch = %batch.id, failures, "privtrak: the handler took the batch");
                 }
                 return;
             }
             Err(e) => {
                 p.metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
+                p.metrics.set_failing(Some(e.to_string()));
                 failures += 1;
                 // Every failure while it starts failing, then one in twenty.
                 if failures <= 3 || failures.is_multiple_of(20) {

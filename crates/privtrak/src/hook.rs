@@ -93,11 +93,9 @@ impl tracker::Hook for PrivtrakHook {
                 "privtrak: the journal is full ({bytes} bytes the handler has not taken); announces are refused"
             ));
         }
-        let (_, failed) = p.metrics().batches();
-        // Behind by more than a few batches, or failing: worth a look.
-        if p.pending() > 4 * settings.batch_size as u64 && failed > 0 {
+        if let Some(why) = p.metrics().failing() {
             return Health::Degraded(format!(
-                "privtrak: the handler is behind by {} deltas ({bytes} journal bytes)",
+                "privtrak: the handler refuses batches ({} deltas and {bytes} journal bytes waiting): {why}",
                 p.pending()
             ));
         }

@@ -114,15 +114,47 @@ pub fn identifier(config: &PrivtrakConfig) -> PasskeyIdentifier {
     )
 }
 
-/// Registers the `privtrak` pre-hook. Its state (records, journal, handler)
-/// is made at the first build and kept by the factory across reloads: a
-/// reload builds a new hook on the same state, applying the options that can
-/// change live; the state stops with the last hook that uses it.
+/// Registers the `privtrak` pre-hook with the built-in handlers (the
+/// `handler:` section picks one). Its state (records, journal, handler) is
+/// made at the first build and kept by the factory across reloads: a reload
+/// builds a new hook on the same state, applying the options that can change
+/// live; the state stops with the last hook that uses it.
 pub fn register(registry: &mut Registry) {
+    register_driver(registry, "privtrak", |config: &PrivtrakConfig| {
+        let handler = config.handler.clone();
+        Box::pin(async move { handler.build().await.map_err(|e| e.within("handler")) })
+    });
+}
+
+/// Registers a privtrak pre-hook under `name` whose deltas go to a handler
+/// of one's own, made by `handler` at start (the `handler:` section of its
+/// options is not used). See the crate example for a handler.
+pub fn register_with(
+    registry: &mut Registry,
+    name: &str,
+    handler: impl Fn() -> Arc<dyn DeltaHandler> + Send + Sync + 'static,
+) {
+    register_driver(registry, name, move |_: &PrivtrakConfig| {
+        let handler = handler();
+        Box::pin(async move { Ok(handler) })
+    });
+}
+
+type HandlerBuild = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Arc<dyn DeltaHandler>, ConfigError>> + Send>,
+>;
+
+fn register_driver(
+    registry: &mut Registry,
+    name: &str,
+    make_handler: impl Fn(&PrivtrakConfig) -> HandlerBuild + Send + Sync + 'static,
+) {
     type Slot = Option<(Arc<Privtrak>, Arc<AtomicUsize>)>;
     let state: Arc<tokio::sync::Mutex<Slot>> = Arc::default();
-    registry.register_hook_async("privtrak", move |config: PrivtrakConfig| {
+    let make_handler = Arc::new(make_handler);
+    registry.register_hook_async(name, move |config: PrivtrakConfig| {
         let state = Arc::clone(&state);
+        let make_handler = Arc::clone(&make_handler);
         async move {
             let mut slot = state.lock().await;
             let (privtrak, live) = match &*slot {
@@ -131,11 +163,7 @@ pub fn register(registry: &mut Registry) {
                     (Arc::clone(p), Arc::clone(live))
                 }
                 _ => {
-                    let handler = config
-                        .handler
-                        .build()
-                        .await
-                        .map_err(|e| e.within("handler"))?;
+                    let handler = make_handler(&config).await?;
                     let p = Privtrak::open(&config, handler).await.map_err(open_error)?;
                     let live = Arc::new(AtomicUsize::new(0));
                     *slot = Some((Arc::clone(&p), Arc::clone(&live)));

@@ -3,6 +3,7 @@
 //! `chihaya_privtrak_users_count`) and karuta's, read by the metrics endpoint
 //! through [`Metrics::samples`].
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracker::stats::Histogram;
@@ -20,12 +21,32 @@ pub struct Metrics {
     /// Recomputed every `prometheus_reporting_interval`.
     records: AtomicU64,
     users: AtomicU64,
+    memory: AtomicU64,
+    /// The handler's last error while it refuses batches; `None` once it
+    /// takes them again.
+    pub(crate) failing: Mutex<Option<String>>,
 }
 
 impl Metrics {
-    pub(crate) fn set_counts(&self, records: usize, users: usize) {
+    pub(crate) fn set_counts(&self, records: usize, users: usize, memory: usize) {
         self.records.store(records as u64, Ordering::Relaxed);
         self.users.store(users as u64, Ordering::Relaxed);
+        self.memory.store(memory as u64, Ordering::Relaxed);
+    }
+
+    /// Why the handler refuses batches, while it does.
+    pub fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_failing(&self, why: Option<String>) {
+        *self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = why;
     }
 
     /// Announces refused as busy so far.
@@ -60,6 +81,11 @@ impl Metrics {
                 "karuta_privtrak_records",
                 "Peer records held (one per user, torrent and peer id)",
                 c(&self.records) as f64,
+            ),
+            MetricSample::gauge(
+                "karuta_privtrak_memory_bytes",
+                "Heap bytes of the peer records (deltas waiting for the handler are in the journal, not in memory)",
+                c(&self.memory) as f64,
             ),
             MetricSample::gauge(
                 "karuta_privtrak_deltas_pending",

@@ -226,7 +226,7 @@ impl Privtrak {
             }
         }
         journal.count_unacknowledged(unacked_bytes);
-        let (records_held, users) = records.counts();
+        let (records_held, users, memory) = records.stats();
         tracing::info!(
             journal = %journal.dir().display(),
             id = %id,
@@ -255,7 +255,7 @@ impl Privtrak {
             tasks: Mutex::new(Vec::new()),
             fixed: config.clone(),
         });
-        privtrak.metrics.set_counts(records_held, users);
+        privtrak.metrics.set_counts(records_held, users, memory);
         let tasks = vec![
             tokio::spawn(drain::run(Arc::clone(&privtrak), applied)),
             tokio::spawn(upkeep::run(Arc::clone(&privtrak))),
@@ -396,9 +396,9 @@ impl Privtrak {
         self.journal.last_seq().saturating_sub(self.acked_through())
     }
 
-    /// Bytes a heap profile would attribute to the records.
+    /// Heap bytes of the records (capacities, the torrent table included).
     pub fn heap_bytes(&self) -> usize {
-        self.records.heap_bytes()
+        self.records.stats().2
     }
 
     /// Records held and users with one.

@@ -231,31 +231,28 @@ impl Records {
         }
     }
 
-    /// Records held, and users with at least one.
-    pub fn counts(&self) -> (usize, usize) {
+    /// Records held, users with at least one, and the heap bytes they take
+    /// (capacities, the torrent table included), in one pass.
+    pub fn stats(&self) -> (usize, usize, usize) {
         let mut records = 0;
         let mut users = 0;
-        for i in 0..self.shards.len() {
-            let shard = self.lock(i);
-            users += shard.users.len();
-            records += shard.users.values().map(Vec::len).sum::<usize>();
-        }
-        (records, users)
-    }
-
-    /// Heap bytes held by the records (capacities), for the memory benchmark.
-    pub fn heap_bytes(&self) -> usize {
         let mut bytes = self.torrents.heap_bytes();
         for i in 0..self.shards.len() {
             let shard = self.lock(i);
+            users += shard.users.len();
             bytes += shard.users.allocation_size();
-            bytes += shard
-                .users
-                .values()
-                .map(|v| v.capacity() * std::mem::size_of::<Rec>())
-                .sum::<usize>();
+            for v in shard.users.values() {
+                records += v.len();
+                bytes += v.capacity() * std::mem::size_of::<Rec>();
+            }
         }
-        bytes
+        (records, users, bytes)
+    }
+
+    /// Records held, and users with at least one.
+    pub fn counts(&self) -> (usize, usize) {
+        let (records, users, _) = self.stats();
+        (records, users)
     }
 }
 

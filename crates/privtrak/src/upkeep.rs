@@ -37,8 +37,8 @@ pub(crate) async fn run(p: Arc<Privtrak>) {
             next_gc = now + settings.gc_interval;
         }
         if now >= next_report {
-            let (records, users) = p.records.counts();
-            p.metrics.set_counts(records, users);
+            let (records, users, bytes) = p.records.stats();
+            p.metrics.set_counts(records, users, bytes);
             next_report = now + settings.reporting_interval;
         }
         if now >= next_snapshot {
