@@ -124,7 +124,15 @@ async fn a_slow_then_failing_handler_throttles_announces_and_loses_nothing() {
         drive(&mut groups, t, Duration::from_millis(50));
         let pending_then = metric(&ops, "karuta_privtrak_deltas_pending");
         let memory_then = metric(&ops, "karuta_privtrak_memory_bytes");
-        let (status, body) = health(&ops);
+        // Degraded as soon as the handler has refused a batch.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (status, body) = loop {
+            let (status, body) = health(&ops);
+            if body["status"] == "degraded" || Instant::now() > deadline {
+                break (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "degraded", "{body}");
         assert!(
