@@ -59,7 +59,10 @@ async fn rounds(logic: &TrackerLogic, reqs: &mut [AnnounceRequest], rounds: u64)
             .map(|req| async move {
                 let mut ctx = RequestContext::new();
                 let mut resp = AnnounceResponse::default();
-                logic.handle_announce(&mut ctx, req, &mut resp).await.unwrap();
+                logic
+                    .handle_announce(&mut ctx, req, &mut resp)
+                    .await
+                    .unwrap();
             })
             .collect();
         while running.next().await.is_some() {}

@@ -57,7 +57,9 @@ fn run(shape: &str, users: u64, torrents: u64, peers: u64) {
         .unwrap();
     let handler = MemoryHandler::new();
     handler.set_down(true); // Deltas stay in the journal, out of this count.
-    let p = rt.block_on(Privtrak::open(&config, Arc::new(handler))).unwrap();
+    let p = rt
+        .block_on(Privtrak::open(&config, Arc::new(handler)))
+        .unwrap();
     let rss_before = rss_bytes();
     let started = Instant::now();
     let now = SystemTime::now();

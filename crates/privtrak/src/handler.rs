@@ -61,26 +61,15 @@ pub struct Batch {
 
 impl Batch {
     /// The part of the batch after position `applied` (what a handler that
-    /// has applied up to `applied` still has to do), with its narrowed id.
-    pub fn after(&self, applied: u64) -> Option<Batch> {
+    /// has applied up to `applied` still has to do), with its narrowed id;
+    /// `None` when it has applied all of it. Borrowed: nothing is copied.
+    pub fn after(&self, applied: u64) -> Option<(BatchId, &[Delta])> {
         if applied >= self.id.last {
             return None;
         }
-        if applied < self.id.first {
-            return Some(self.clone());
-        }
-        Some(Batch {
-            id: BatchId {
-                first: applied + 1,
-                ..self.id
-            },
-            deltas: self
-                .deltas
-                .iter()
-                .filter(|d| d.seq > applied)
-                .cloned()
-                .collect(),
-        })
+        let from = self.deltas.partition_point(|d| d.seq <= applied);
+        let first = self.id.first.max(applied + 1);
+        Some((BatchId { first, ..self.id }, &self.deltas[from..]))
     }
 }
 

@@ -35,11 +35,7 @@ impl UserId {
 
     /// 32 lower-case hex digits.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(32);
-        for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

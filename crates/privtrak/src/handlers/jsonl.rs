@@ -69,24 +69,6 @@ pub enum JsonlError {
     },
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    batch: &'a str,
-    seq: usize,
-    user: String,
-    info_hash: String,
-    peer_id: String,
-    ip: Option<String>,
-    port: Option<u16>,
-    event: &'static str,
-    uploaded: u64,
-    downloaded: u64,
-    left: u64,
-    seed_seconds: u32,
-    leech_seconds: u32,
-    reported_at: String,
-}
-
 /// What recovery reads of a line.
 #[derive(Deserialize)]
 struct LineId {
@@ -125,12 +107,24 @@ fn state_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds, from unix milliseconds.
 pub fn rfc3339(ms: u64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_rfc3339(&mut out, ms);
+    String::from_utf8(out).expect("digits and ASCII punctuation")
+}
+
+fn write_rfc3339(out: &mut Vec<u8>, ms: u64) {
+    use std::io::Write as _;
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -144,36 +138,48 @@ pub fn rfc3339(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
         ms % 1000
-    )
+    );
 }
 
+/// Appends the JSON lines of `deltas` (batch `id`) to `out`. Every value is a
+/// number, a hex string, an address or an event name, so nothing needs
+/// escaping and the line is written straight into the buffer (a serializer
+/// would allocate a string per field).
 fn write_lines(id: &BatchId, deltas: &[Delta], out: &mut Vec<u8>) {
+    use std::io::Write as _;
     let batch = id.to_string();
     for (i, d) in deltas.iter().enumerate() {
-        let line = Line {
-            batch: &batch,
-            seq: i,
-            user: d.user.to_hex(),
-            info_hash: hex(&d.info_hash.0),
-            peer_id: hex(&d.peer_id.0),
-            ip: d.addr.map(|a| a.ip().to_string()),
-            port: d.addr.map(|a| a.port()),
-            event: d.event.as_str(),
-            uploaded: d.uploaded,
-            downloaded: d.downloaded,
-            left: d.left,
-            seed_seconds: d.seed_seconds,
-            leech_seconds: d.leech_seconds,
-            reported_at: rfc3339(d.reported_at_ms()),
-        };
-        serde_json::to_writer(&mut *out, &line).expect("a Vec takes any JSON");
-        out.push(b'\n');
+        let _ = write!(out, r#"{{"batch":"{batch}","seq":{i},"user":""#);
+        push_hex(out, &d.user.0);
+        out.extend_from_slice(br#"","info_hash":""#);
+        push_hex(out, &d.info_hash.0);
+        out.extend_from_slice(br#"","peer_id":""#);
+        push_hex(out, &d.peer_id.0);
+        match d.addr {
+            Some(a) => {
+                let _ = write!(out, r#"","ip":"{}","port":{}"#, a.ip(), a.port());
+            }
+            None => out.extend_from_slice(br#"","ip":null,"port":null"#),
+        }
+        let _ = write!(
+            out,
+            r#","event":"{}","uploaded":{},"downloaded":{},"left":{},"seed_seconds":{},"leech_seconds":{},"reported_at":""#,
+            d.event.as_str(),
+            d.uploaded,
+            d.downloaded,
+            d.left,
+            d.seed_seconds,
+            d.leech_seconds
+        );
+        write_rfc3339(out, d.reported_at_ms());
+        out.extend_from_slice(b"\"}\n");
     }
 }
 
@@ -348,11 +354,11 @@ impl DeltaHandler for JsonlHandler {
         Box::pin(async move {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let applied = state.applied.get(&batch.id.journal).copied().unwrap_or(0);
-            let Some(todo) = batch.after(applied) else {
+            let Some((id, deltas)) = batch.after(applied) else {
                 return Ok(());
             };
-            let mut out = Vec::with_capacity(todo.deltas.len() * 360);
-            write_lines(&todo.id, &todo.deltas, &mut out);
+            let mut out = Vec::with_capacity(deltas.len() * 360);
+            write_lines(&id, deltas, &mut out);
             let len = state.len;
             let written = state
                 .file
@@ -365,7 +371,7 @@ impl DeltaHandler for JsonlHandler {
                 return Err(HandlerError::new(format!("{}: {e}", self.path.display())));
             }
             state.len += out.len() as u64;
-            state.applied.insert(todo.id.journal, todo.id.last);
+            state.applied.insert(id.journal, id.last);
             self.save_checkpoint(&state);
             Ok(())
         })

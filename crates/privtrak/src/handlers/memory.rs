@@ -102,12 +102,12 @@ impl DeltaHandler for MemoryHandler {
             }
             let mut state = self.state();
             let applied = state.applied.get(&batch.id.journal).copied().unwrap_or(0);
-            let Some(todo) = batch.after(applied) else {
+            let Some((id, deltas)) = batch.after(applied) else {
                 return Ok(());
             };
-            state.applied.insert(batch.id.journal, todo.id.last);
-            state.batches.push(todo.id);
-            state.deltas.extend(todo.deltas);
+            state.applied.insert(id.journal, id.last);
+            state.batches.push(id);
+            state.deltas.extend_from_slice(deltas);
             Ok(())
         })
     }

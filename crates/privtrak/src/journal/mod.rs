@@ -391,7 +391,7 @@ fn write_loop(shared: &Shared, mut file: File) {
         let stopping = shared.stop.load(Ordering::Acquire);
         drop(pending);
         // Group commit: let announces gather until the interval since the
-        // previous sync has passed (not when stopping: flush now).
+        // previous sync began has passed (not when stopping: flush now).
         let interval = Duration::from_nanos(shared.sync_interval_ns.load(Ordering::Relaxed));
         if let Some(at) = last_sync
             && !stopping
@@ -406,11 +406,13 @@ fn write_loop(shared: &Shared, mut file: File) {
         std::mem::swap(&mut pending.buf, &mut spare);
         let last = pending.next_seq - 1;
         drop(pending);
+        // The interval runs from the start of one sync to the start of the
+        // next: a disk slower than the interval gets syncs back to back.
+        last_sync = Some(Instant::now());
         let result = file
             .write_all(&spare)
             .and_then(|()| file.sync_data())
             .map_err(|e| e.to_string());
-        last_sync = Some(Instant::now());
         if let Err(e) = result {
             fail(shared, format!("writing {}: {e}", shared.dir.display()));
             return;
