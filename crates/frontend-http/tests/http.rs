@@ -5,32 +5,24 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bittorrent::ClientError;
 use bittorrent::bencode::Value;
-use bittorrent::{AnnounceRequest, AnnounceResponse, ClientError};
 use frontend_http::{HttpConfig, HttpFrontend};
-use storage_memory::{MemoryConfig, MemoryStore};
 use test_support::bencode::{self, Fields};
 use test_support::http::{self, Response};
+use test_support::logic::shared_memory_logic;
 use test_support::{TempDir, percent_encode};
 use tracker::config::ConfigDuration;
-use tracker::{
-    Hook, HookFuture, LogicConfig, NamedHook, ReadyOrBoxed, RequestContext, SharedLogic,
-    TrackerLogic,
-};
+use tracker::testing::FnHook;
+use tracker::{HookFuture, NamedHook, ReadyOrBoxed};
 
 /// Tells the client what the hooks saw (`echo`), sets a warning (`warn`), and
 /// refuses the info hash 0xee….
-struct Echo;
-
-impl Hook for Echo {
-    fn handle_announce<'a>(
-        &'a self,
-        _ctx: &'a mut RequestContext,
-        req: &'a AnnounceRequest,
-        resp: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
+fn echo() -> FnHook {
+    FnHook::new().on_announce(|_, req, resp| {
         let p = &req.params;
         if p.get("echo").is_some() {
             let msg = format!(
@@ -40,16 +32,16 @@ impl Hook for Echo {
                 p.get_str("passkey").unwrap_or("-"),
                 req.peer.ip()
             );
-            return ReadyOrBoxed::ready(Err(ClientError::owned(msg).into()));
+            return Err(ClientError::owned(msg).into());
         }
         if p.get("warn").is_some() {
             resp.warning_message = Some("you have been warned".into());
         }
         if req.info_hash.0 == [0xee; 20] {
-            return ReadyOrBoxed::ready(Err(ClientError::new("unapproved torrent").into()));
+            return Err(ClientError::new("unapproved torrent").into());
         }
-        ReadyOrBoxed::ready(Ok(()))
-    }
+        Ok(())
+    })
 }
 
 fn start(tweak: impl FnOnce(&mut HttpConfig)) -> HttpFrontend {
@@ -65,26 +57,10 @@ fn start(tweak: impl FnOnce(&mut HttpConfig)) -> HttpFrontend {
         ..HttpConfig::default()
     };
     tweak(&mut config);
-    let store = Arc::new(
-        MemoryStore::new(MemoryConfig {
-            shard_count: 8,
-            ..MemoryConfig::default()
-        })
-        .expect("a valid memory config"),
-    );
-    let logic = TrackerLogic::new(
-        LogicConfig::default(),
-        store,
-        vec![NamedHook::new("echo", Arc::new(Echo))],
-        vec![],
-    );
-    HttpFrontend::start(
-        &config,
-        Arc::new(SharedLogic::new(logic)),
-        Default::default(),
-    )
-    .unwrap()
-    .unwrap()
+    let logic = shared_memory_logic(vec![NamedHook::new("echo", Arc::new(echo()))], vec![]);
+    HttpFrontend::start(&config, logic, Default::default())
+        .unwrap()
+        .unwrap()
 }
 
 /// One GET on a fresh connection.
@@ -682,14 +658,7 @@ async fn https_with_a_certificate_made_here() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_tls_files_and_empty_addresses() {
-    let logic = || {
-        Arc::new(SharedLogic::new(TrackerLogic::new(
-            LogicConfig::default(),
-            Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config")),
-            vec![],
-            vec![],
-        )))
-    };
+    let logic = || shared_memory_logic(vec![], vec![]);
     let none = HttpFrontend::start(&HttpConfig::default(), logic(), Default::default()).unwrap();
     assert!(none.is_none(), "both addresses empty: disabled");
     let config = HttpConfig {
@@ -708,65 +677,33 @@ async fn bad_tls_files_and_empty_addresses() {
     );
 }
 
-/// A post-hook that takes `SLOW_POST_HOOK` over every announce and scrape,
-/// then counts it.
-struct SlowPostHook {
-    done: Arc<std::sync::atomic::AtomicUsize>,
-}
-
 const SLOW_POST_HOOK: Duration = Duration::from_secs(2);
 
-impl SlowPostHook {
-    fn finish<'a>(&'a self) -> HookFuture<'a> {
-        let done = Arc::clone(&self.done);
-        ReadyOrBoxed::boxed(async move {
-            tokio::time::sleep(SLOW_POST_HOOK).await;
-            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        })
-    }
+/// Sleeps `SLOW_POST_HOOK`, then counts one in `done`.
+fn finish(done: &Arc<AtomicUsize>) -> HookFuture<'static> {
+    let done = Arc::clone(done);
+    ReadyOrBoxed::boxed(async move {
+        tokio::time::sleep(SLOW_POST_HOOK).await;
+        done.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    })
 }
 
-impl Hook for SlowPostHook {
-    fn handle_announce<'a>(
-        &'a self,
-        _: &'a mut RequestContext,
-        _: &'a AnnounceRequest,
-        _: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
-        self.finish()
-    }
-
-    fn handle_scrape<'a>(
-        &'a self,
-        _: &'a mut RequestContext,
-        _: &'a bittorrent::ScrapeRequest,
-        _: &'a mut bittorrent::ScrapeResponse,
-    ) -> HookFuture<'a> {
-        self.finish()
-    }
+/// A post-hook that takes `SLOW_POST_HOOK` over every announce and scrape,
+/// then counts it in `done`.
+fn slow_post_hook(done: &Arc<AtomicUsize>) -> FnHook {
+    let (announces, scrapes) = (Arc::clone(done), Arc::clone(done));
+    FnHook::new()
+        .on_announce_future(move |_, _, _| finish(&announces))
+        .on_scrape_future(move |_, _, _| finish(&scrapes))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let store = Arc::new(
-        MemoryStore::new(MemoryConfig {
-            shard_count: 8,
-            ..MemoryConfig::default()
-        })
-        .expect("a valid memory config"),
-    );
-    let logic = TrackerLogic::new(
-        LogicConfig::default(),
-        store,
+    let done = Arc::new(AtomicUsize::new(0));
+    let logic = shared_memory_logic(
         vec![],
-        vec![NamedHook::new(
-            "slow",
-            Arc::new(SlowPostHook {
-                done: Arc::clone(&done),
-            }),
-        )],
+        vec![NamedHook::new("slow", Arc::new(slow_post_hook(&done)))],
     );
     // Timeouts longer than the hook, so a delayed reply arrives late rather
     // than not at all.
@@ -776,13 +713,9 @@ async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
         write_timeout: ConfigDuration(4 * SLOW_POST_HOOK),
         ..HttpConfig::default()
     };
-    let t = HttpFrontend::start(
-        &config,
-        Arc::new(SharedLogic::new(logic)),
-        Default::default(),
-    )
-    .unwrap()
-    .unwrap();
+    let t = HttpFrontend::start(&config, logic, Default::default())
+        .unwrap()
+        .unwrap();
     let addr = t.local_addr().unwrap();
     let targets = [
         format!("/announce?{}", announce_query(5, 1, 7001, "")),
@@ -800,7 +733,7 @@ async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
     }
     // The post-hooks still run, after the replies.
     let deadline = Instant::now() + 3 * SLOW_POST_HOOK;
-    while done.load(std::sync::atomic::Ordering::SeqCst) < targets.len() {
+    while done.load(Ordering::SeqCst) < targets.len() {
         assert!(Instant::now() < deadline, "the post-hooks never finished");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

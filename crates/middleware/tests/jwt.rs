@@ -13,11 +13,11 @@ use frontend_udp::client::{AnnounceParams, UdpClientError, UdpTrackerClient};
 use frontend_udp::{UdpConfig, UdpFrontend};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use storage_memory::{MemoryConfig, MemoryStore};
 use test_support::bencode::failure_reason;
+use test_support::logic::shared_memory_logic;
 use test_support::{TempDir, http, percent_encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracker::{LogicConfig, NamedHook, Options, Registry, SharedLogic, TrackerLogic};
+use tracker::{NamedHook, Options, Registry, SharedLogic};
 
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "karuta-test";
@@ -243,19 +243,7 @@ impl Tracker {
             .build("jwt", "chihaya.prehooks[0].name", options)
             .await
             .unwrap();
-        let store = Arc::new(
-            MemoryStore::new(MemoryConfig {
-                shard_count: 4,
-                ..MemoryConfig::default()
-            })
-            .expect("a valid memory config"),
-        );
-        let logic = Arc::new(SharedLogic::new(TrackerLogic::new(
-            LogicConfig::default(),
-            store,
-            vec![NamedHook::new("jwt", hook)],
-            vec![],
-        )));
+        let logic = shared_memory_logic(vec![NamedHook::new("jwt", hook)], vec![]);
         let http = HttpFrontend::start(
             &HttpConfig {
                 addr: "127.0.0.1:0".into(),

@@ -11,6 +11,8 @@
 //! - [`postgres`]: a throwaway PostgreSQL cluster on a free port of 127.0.0.1,
 //!   with `psql`, fast and immediate stops and restarts on the same port.
 //! - [`tls`]: self-signed certificates and acceptors for TLS servers.
+//! - [`logic`]: a tracker logic with the hooks under test on a fresh memory
+//!   store, for the tests of the frontends and the middleware.
 //! - [`TempDir`], [`free_tcp_port`], [`free_udp_port`], and
 //!   [`percent_encode`] (the protocol crate's, re-exported so that a test
 //!   encodes info hashes the way clients do).
@@ -21,6 +23,7 @@
 
 pub mod bencode;
 pub mod http;
+pub mod logic;
 mod port;
 pub mod postgres;
 pub mod process;
