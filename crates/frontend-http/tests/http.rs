@@ -110,16 +110,18 @@ fn announce_query(ih: u8, peer: u8, port: u16, extra: &str) -> String {
     )
 }
 
+/// The bencoded reply to one announce of [`announce_query`] on a fresh
+/// connection.
+fn announce(addr: SocketAddr, ih: u8, peer: u8, port: u16, extra: &str) -> Value<'static> {
+    let target = format!("/announce?{}", announce_query(ih, peer, port, extra));
+    get(addr, &target, &[]).bencode()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compact_announces_over_ipv4() {
     let t = start(|_| {});
     let addr = t.local_addr().unwrap();
-    let first = get(
-        addr,
-        &format!("/announce?{}", announce_query(1, 1, 7001, "&event=started")),
-        &[],
-    )
-    .bencode();
+    let first = announce(addr, 1, 1, 7001, "&event=started");
     assert_eq!(first.at("complete").int(), 0);
     assert_eq!(first.at("incomplete").int(), 1);
     assert_eq!(first.at("interval").int(), 1800);
@@ -129,15 +131,7 @@ async fn compact_announces_over_ipv4() {
     assert_eq!(first.at("peers").bytes(), b"", "never the announcer");
     assert!(!first.has("peers6"));
 
-    let second = get(
-        addr,
-        &format!(
-            "/announce?{}",
-            announce_query(1, 2, 7002, "&event=completed&left=0&compact=1")
-        ),
-        &[],
-    )
-    .bencode();
+    let second = announce(addr, 1, 2, 7002, "&event=completed&left=0&compact=1");
     assert_eq!(
         second.at("peers").bytes(),
         &[127, 0, 0, 1, 0x1b, 0x59],
@@ -150,12 +144,7 @@ async fn compact_announces_over_ipv4() {
     assert_eq!(second.at("downloaded").int(), 1, "snatches");
 
     // Non-compact on request: a list of {ip, port}.
-    let third = get(
-        addr,
-        &format!("/announce?{}", announce_query(1, 3, 7003, "&compact=0")),
-        &[],
-    )
-    .bencode();
+    let third = announce(addr, 1, 3, 7003, "&compact=0");
     let peers = third.at("peers").list();
     assert_eq!(peers.len(), 2);
     for p in peers {
@@ -163,12 +152,7 @@ async fn compact_announces_over_ipv4() {
         assert!([7001, 7002].contains(&p.at("port").int()));
     }
     // numwant caps the list.
-    let one = get(
-        addr,
-        &format!("/announce?{}", announce_query(1, 4, 7004, "&numwant=1")),
-        &[],
-    )
-    .bencode();
+    let one = announce(addr, 1, 4, 7004, "&numwant=1");
     assert_eq!(one.at("peers").bytes().len(), 6);
     t.stop().await;
 }
@@ -177,18 +161,8 @@ async fn compact_announces_over_ipv4() {
 async fn ipv6_announces_carry_peers6() {
     let t = start(|c| c.addr = "[::1]:0".into());
     let addr = t.local_addr().unwrap();
-    get(
-        addr,
-        &format!("/announce?{}", announce_query(2, 1, 7001, "")),
-        &[],
-    )
-    .bencode();
-    let r = get(
-        addr,
-        &format!("/announce?{}", announce_query(2, 2, 7002, "")),
-        &[],
-    )
-    .bencode();
+    announce(addr, 2, 1, 7001, "");
+    let r = announce(addr, 2, 2, 7002, "");
     let peers6 = r.at("peers6").bytes();
     assert_eq!(peers6.len(), 18);
     assert_eq!(&peers6[..16], &std::net::Ipv6Addr::LOCALHOST.octets());
@@ -202,21 +176,8 @@ async fn ipv6_announces_carry_peers6() {
 async fn scrapes_report_complete_incomplete_downloaded() {
     let t = start(|_| {});
     let addr = t.local_addr().unwrap();
-    get(
-        addr,
-        &format!(
-            "/announce?{}",
-            announce_query(3, 1, 7001, "&left=0&event=completed")
-        ),
-        &[],
-    )
-    .bencode();
-    get(
-        addr,
-        &format!("/announce?{}", announce_query(3, 2, 7002, "")),
-        &[],
-    )
-    .bencode();
+    announce(addr, 3, 1, 7001, "&left=0&event=completed");
+    announce(addr, 3, 2, 7002, "");
     let q = format!(
         "/scrape?info_hash={}&info_hash={}",
         percent_encode(&[3; 20]),
@@ -342,12 +303,7 @@ async fn route_parameters_and_warnings_reach_hooks_and_replies() {
             .failure(),
         "passkey=- rest=/a/b/announce query_passkey=fromquery ip=127.0.0.1"
     );
-    let warned = get(
-        addr,
-        &format!("/announce?{}", announce_query(7, 2, 7002, "&warn")),
-        &[],
-    )
-    .bencode();
+    let warned = announce(addr, 7, 2, 7002, "&warn");
     assert_eq!(
         warned.at("warning message").bytes(),
         b"you have been warned"
@@ -454,26 +410,11 @@ async fn proxies_are_believed_only_when_trusted() {
 async fn port_zero_is_answered_but_not_handed_out() {
     let t = start(|_| {});
     let addr = t.local_addr().unwrap();
-    get(
-        addr,
-        &format!("/announce?{}", announce_query(14, 1, 7001, "")),
-        &[],
-    )
-    .bencode();
-    let zero = get(
-        addr,
-        &format!("/announce?{}", announce_query(14, 2, 0, "")),
-        &[],
-    )
-    .bencode();
+    announce(addr, 14, 1, 7001, "");
+    let zero = announce(addr, 14, 2, 0, "");
     assert_eq!(zero.at("peers").bytes().len(), 6, "it gets peers");
     assert_eq!(zero.at("incomplete").int(), 1, "but is not counted");
-    let other = get(
-        addr,
-        &format!("/announce?{}", announce_query(14, 3, 7003, "")),
-        &[],
-    )
-    .bencode();
+    let other = announce(addr, 14, 3, 7003, "");
     assert_eq!(other.at("peers").bytes().len(), 6, "nor handed out");
     t.stop().await;
 }
