@@ -25,7 +25,7 @@ use tracker::bittorrent::{
 };
 use tracker::config::ConfigDuration;
 use tracker::conformance::{StoreTestConfig, announce, peer};
-use tracker::{PeerStore, StoreError, SwarmChange};
+use tracker::{PeerStore, StoreError, StoreFuture, SwarmChange};
 
 const INFO_HASHES: u8 = 3;
 const PEERS_PER_FAMILY: u16 = 6;
@@ -317,6 +317,16 @@ fn check_peers(
     Ok(())
 }
 
+/// Checks that the store accepts a call the model says must succeed.
+fn accepted(
+    rt: &tokio::runtime::Runtime,
+    call: StoreFuture<'_, ()>,
+    ctx: &str,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(rt.block_on(call), Ok(()), "{}", ctx);
+    Ok(())
+}
+
 fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -329,21 +339,11 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let ctx = format!("step {step}: {op:?}");
         match *op {
             Op::PutSeeder(h, p) => {
-                prop_assert_eq!(
-                    rt.block_on(s.put_seeder(info_hash(h), p.peer())),
-                    Ok(()),
-                    "{}",
-                    ctx
-                );
+                accepted(&rt, s.put_seeder(info_hash(h), p.peer()), &ctx)?;
                 model.swarm(h, p.family).put_seeder(p.n);
             }
             Op::PutLeecher(h, p) => {
-                prop_assert_eq!(
-                    rt.block_on(s.put_leecher(info_hash(h), p.peer())),
-                    Ok(()),
-                    "{}",
-                    ctx
-                );
+                accepted(&rt, s.put_leecher(info_hash(h), p.peer()), &ctx)?;
                 model.swarm(h, p.family).put_leecher(p.n);
             }
             Op::DeleteSeeder(h, p) => {
@@ -355,12 +355,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, model.delete(h, p, false), "{}", ctx);
             }
             Op::Graduate(h, p) => {
-                prop_assert_eq!(
-                    rt.block_on(s.graduate_leecher(info_hash(h), p.peer())),
-                    Ok(()),
-                    "{}",
-                    ctx
-                );
+                accepted(&rt, s.graduate_leecher(info_hash(h), p.peer()), &ctx)?;
                 model.swarm(h, p.family).graduate(p.n);
             }
             Op::Announce {
@@ -372,7 +367,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
             } => {
                 let req = announce(info_hash(h), p.peer(), event, left, num_want);
                 let mut resp = AnnounceResponse::default();
-                prop_assert_eq!(rt.block_on(s.announce(&req, &mut resp)), Ok(()), "{}", ctx);
+                accepted(&rt, s.announce(&req, &mut resp), &ctx)?;
 
                 let change = SwarmChange::of(&req);
                 let key = (h, p.family);
@@ -442,12 +437,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     params: Params::default(),
                 };
                 let mut resp = ScrapeResponse::default();
-                prop_assert_eq!(
-                    rt.block_on(s.scrape_many(&req, &mut resp)),
-                    Ok(()),
-                    "{}",
-                    ctx
-                );
+                accepted(&rt, s.scrape_many(&req, &mut resp), &ctx)?;
                 prop_assert_eq!(resp.files.len(), hs.len(), "{}", ctx);
                 for (sc, &h) in resp.files.iter().zip(hs) {
                     prop_assert_eq!(sc.info_hash, info_hash(h), "{}", ctx);
