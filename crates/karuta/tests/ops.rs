@@ -228,76 +228,21 @@ async fn metrics_after_real_traffic_have_chihayas_names_and_labels() {
     let v4 = |action: &str, err: &str| {
         format!("{{action=\"{action}\",address_family=\"IPv4\",error=\"{err}\"}}")
     };
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_udp_response_duration_milliseconds_count{}",
-                v4("announce", "")
-            )
-        ),
-        3.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_udp_response_duration_milliseconds_count{}",
-                v4("connect", "")
-            )
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_udp_response_duration_milliseconds_count{}",
-                v4("scrape", "")
-            )
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_udp_response_duration_milliseconds_count{}",
-                v4("announce", "error")
-            )
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_http_response_duration_milliseconds_count{}",
-                v4("announce", "")
-            )
-        ),
-        2.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_http_response_duration_milliseconds_count{}",
-                v4("announce", "error")
-            )
-        ),
-        2.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_http_response_duration_milliseconds_count{}",
-                v4("scrape", "")
-            )
-        ),
-        1.0
-    );
+    for (frontend, action, err, count) in [
+        ("udp", "announce", "", 3.0),
+        ("udp", "connect", "", 1.0),
+        ("udp", "scrape", "", 1.0),
+        ("udp", "announce", "error", 1.0),
+        ("http", "announce", "", 2.0),
+        ("http", "announce", "error", 2.0),
+        ("http", "scrape", "", 1.0),
+    ] {
+        let series = format!(
+            "chihaya_{frontend}_response_duration_milliseconds_count{}",
+            v4(action, err)
+        );
+        assert_eq!(sample(&m, &series), count, "{series}");
+    }
     let sum = sample(
         &m,
         &format!(
