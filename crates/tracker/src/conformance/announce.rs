@@ -4,7 +4,9 @@
 
 use bittorrent::{AddressFamily, AnnounceResponse, Event, Params, ScrapeRequest, ScrapeResponse};
 
-use super::{DNE, MakeStore, StoreTestConfig, addrs, announce, counts, ih, peer, peers_for};
+use super::{
+    DNE, MakeStore, StoreTestConfig, addrs, announce, announced, counts, ih, peer, peers_for,
+};
 use crate::{StoreError, SwarmChange};
 
 pub async fn apply_changes_the_swarm_like_an_announce(make: MakeStore<'_>) {
@@ -32,47 +34,28 @@ pub async fn announce_applies_events(make: MakeStore<'_>) {
     let s = make(StoreTestConfig::default());
     let f = AddressFamily::V4;
     let (h, a, b) = (ih(7), peer(f, 1), peer(f, 2));
-    let mut resp = AnnounceResponse::default();
-
-    s.announce(&announce(h, a, Event::Started, 100, 50), &mut resp)
-        .await
-        .unwrap();
+    let resp = announced(&*s, &announce(h, a, Event::Started, 100, 50)).await;
     assert_eq!((resp.complete, resp.incomplete, resp.snatches), (0, 1, 0));
     assert!(addrs(&resp).is_empty(), "the announcer never gets itself");
 
-    resp.clear();
-    s.announce(&announce(h, b, Event::Started, 100, 50), &mut resp)
-        .await
-        .unwrap();
+    let resp = announced(&*s, &announce(h, b, Event::Started, 100, 50)).await;
     assert_eq!((resp.complete, resp.incomplete), (0, 2));
     assert_eq!(addrs(&resp), vec![a.addr()]);
 
-    resp.clear();
-    s.announce(&announce(h, a, Event::Completed, 0, 50), &mut resp)
-        .await
-        .unwrap();
+    let resp = announced(&*s, &announce(h, a, Event::Completed, 0, 50)).await;
     assert_eq!((resp.complete, resp.incomplete, resp.snatches), (1, 1, 1));
     assert_eq!(addrs(&resp), vec![b.addr()]);
 
     // A regular announce with left = 0 keeps a seeder a seeder.
-    resp.clear();
-    s.announce(&announce(h, a, Event::None, 0, 50), &mut resp)
-        .await
-        .unwrap();
+    let resp = announced(&*s, &announce(h, a, Event::None, 0, 50)).await;
     assert_eq!((resp.complete, resp.incomplete, resp.snatches), (1, 1, 1));
 
-    resp.clear();
-    s.announce(&announce(h, b, Event::Stopped, 100, 50), &mut resp)
-        .await
-        .unwrap();
+    let resp = announced(&*s, &announce(h, b, Event::Stopped, 100, 50)).await;
     assert_eq!((resp.complete, resp.incomplete), (1, 0));
     assert_eq!(counts(&*s, h, f).await, (1, 0, 1));
 
     // Stopping an unknown peer on an unknown swarm is harmless.
-    resp.clear();
-    s.announce(&announce(ih(8), b, Event::Stopped, 100, 50), &mut resp)
-        .await
-        .unwrap();
+    let resp = announced(&*s, &announce(ih(8), b, Event::Stopped, 100, 50)).await;
     assert_eq!((resp.complete, resp.incomplete), (0, 0));
 }
 

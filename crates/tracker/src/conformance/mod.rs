@@ -18,6 +18,7 @@
 //! hands out) and `upkeep` (expiry, statistics, concurrency).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -178,3 +179,24 @@ async fn counts(s: &dyn PeerStore, h: InfoHash, family: AddressFamily) -> (u32, 
 }
 
 const DNE: Result<(), StoreError> = Err(StoreError::ResourceDoesNotExist);
+
+/// The reply to `req`, which the store must accept.
+async fn announced(s: &dyn PeerStore, req: &AnnounceRequest) -> AnnounceResponse {
+    let mut resp = AnnounceResponse::default();
+    s.announce(req, &mut resp).await.unwrap();
+    resp
+}
+
+/// Puts the test peers numbered `ns` of family `f` in swarm `h` as leechers.
+async fn put_leechers(s: &dyn PeerStore, h: InfoHash, f: AddressFamily, ns: RangeInclusive<u16>) {
+    for n in ns {
+        s.put_leecher(h, peer(f, n)).await.unwrap();
+    }
+}
+
+/// Puts the test peers numbered `ns` of family `f` in swarm `h` as seeders.
+async fn put_seeders(s: &dyn PeerStore, h: InfoHash, f: AddressFamily, ns: RangeInclusive<u16>) {
+    for n in ns {
+        s.put_seeder(h, peer(f, n)).await.unwrap();
+    }
+}

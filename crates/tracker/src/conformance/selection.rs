@@ -5,23 +5,21 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use bittorrent::{AddressFamily, AnnounceResponse, Event, Peer};
+use bittorrent::{AddressFamily, Event, Peer};
 
-use super::{MakeStore, StoreTestConfig, addrs, announce, counts, ih, peer, peers_for};
+use super::{
+    MakeStore, StoreTestConfig, addrs, announce, announced, counts, ih, peer, peers_for,
+    put_leechers, put_seeders,
+};
 
 pub async fn announce_never_returns_announcer(make: MakeStore<'_>) {
     let s = make(StoreTestConfig::default());
     for f in [AddressFamily::V4, AddressFamily::V6] {
         let h = ih(2);
-        for n in 1..=20 {
-            s.put_leecher(h, peer(f, n)).await.unwrap();
-        }
+        put_leechers(&*s, h, f, 1..=20).await;
         for n in 1..=20 {
             let me = peer(f, n);
-            let mut resp = AnnounceResponse::default();
-            s.announce(&announce(h, me, Event::None, 5, 200), &mut resp)
-                .await
-                .unwrap();
+            let resp = announced(&*s, &announce(h, me, Event::None, 5, 200)).await;
             let got = addrs(&resp);
             assert_eq!(got.len(), 19, "everyone but the announcer");
             assert!(!got.contains(&me.addr()));
@@ -35,16 +33,9 @@ pub async fn seeder_gets_leechers_only(make: MakeStore<'_>) {
     let s = make(StoreTestConfig::default());
     let f = AddressFamily::V4;
     let h = ih(3);
-    for n in 1..=5 {
-        s.put_seeder(h, peer(f, n)).await.unwrap();
-    }
-    for n in 6..=8 {
-        s.put_leecher(h, peer(f, n)).await.unwrap();
-    }
-    let mut resp = AnnounceResponse::default();
-    s.announce(&announce(h, peer(f, 1), Event::None, 0, 50), &mut resp)
-        .await
-        .unwrap();
+    put_seeders(&*s, h, f, 1..=5).await;
+    put_leechers(&*s, h, f, 6..=8).await;
+    let resp = announced(&*s, &announce(h, peer(f, 1), Event::None, 0, 50)).await;
     let mut got = addrs(&resp);
     got.sort();
     let mut want: Vec<_> = (6..=8).map(|n| peer(f, n).addr()).collect();
@@ -57,17 +48,10 @@ pub async fn leecher_gets_seeders_first(make: MakeStore<'_>) {
     let s = make(StoreTestConfig::default());
     let f = AddressFamily::V6;
     let h = ih(4);
-    for n in 1..=5 {
-        s.put_seeder(h, peer(f, n)).await.unwrap();
-    }
-    for n in 6..=30 {
-        s.put_leecher(h, peer(f, n)).await.unwrap();
-    }
+    put_seeders(&*s, h, f, 1..=5).await;
+    put_leechers(&*s, h, f, 6..=30).await;
     let me = peer(f, 6);
-    let mut resp = AnnounceResponse::default();
-    s.announce(&announce(h, me, Event::None, 1, 8), &mut resp)
-        .await
-        .unwrap();
+    let resp = announced(&*s, &announce(h, me, Event::None, 1, 8)).await;
     let got = addrs(&resp);
     assert_eq!(got.len(), 8);
     let seeders: HashSet<_> = (1..=5).map(|n| peer(f, n).addr()).collect();
@@ -82,14 +66,9 @@ pub async fn num_want_is_honoured(make: MakeStore<'_>) {
     let s = make(StoreTestConfig::default());
     let f = AddressFamily::V4;
     let h = ih(5);
-    for n in 1..=40 {
-        s.put_leecher(h, peer(f, n)).await.unwrap();
-    }
+    put_leechers(&*s, h, f, 1..=40).await;
     for (want, expect) in [(0u32, 0usize), (1, 1), (10, 10), (39, 39), (100, 39)] {
-        let mut resp = AnnounceResponse::default();
-        s.announce(&announce(h, peer(f, 1), Event::None, 1, want), &mut resp)
-            .await
-            .unwrap();
+        let resp = announced(&*s, &announce(h, peer(f, 1), Event::None, 1, want)).await;
         assert_eq!(resp.peer_count(), expect, "num_want {want}");
     }
 }
@@ -98,9 +77,7 @@ pub async fn selection_is_random_across_swarm(make: MakeStore<'_>) {
     let s = make(StoreTestConfig::default());
     let f = AddressFamily::V4;
     let h = ih(6);
-    for n in 1..=200 {
-        s.put_leecher(h, peer(f, n)).await.unwrap();
-    }
+    put_leechers(&*s, h, f, 1..=200).await;
     let seeder = peer(f, 1000);
     let mut seen = HashSet::new();
     for _ in 0..60 {
@@ -122,9 +99,7 @@ pub async fn selection_is_uniform_and_unordered(make: MakeStore<'_>) {
     let f = AddressFamily::V4;
     let h = ih(13);
     // 150 candidates, 100 wanted: the case a fixed stratification gets wrong.
-    for n in 1..=150 {
-        s.put_leecher(h, peer(f, n)).await.unwrap();
-    }
+    put_leechers(&*s, h, f, 1..=150).await;
     let seeder = peer(f, 1000);
     const ROUNDS: usize = 3000;
     let mut picked = std::collections::HashMap::<SocketAddr, usize>::new();
@@ -163,23 +138,19 @@ pub async fn families_are_separate(make: MakeStore<'_>) {
     s.put_leecher(h, v6).await.unwrap();
     assert_eq!(counts(&*s, h, AddressFamily::V4).await, (1, 0, 0));
     assert_eq!(counts(&*s, h, AddressFamily::V6).await, (0, 1, 0));
-    let mut resp = AnnounceResponse::default();
-    s.announce(
+    let resp = announced(
+        &*s,
         &announce(h, peer(AddressFamily::V6, 2), Event::None, 1, 50),
-        &mut resp,
     )
-    .await
-    .unwrap();
+    .await;
     assert!(resp.ipv4_peers.is_empty());
     assert_eq!(addrs(&resp), vec![v6.addr()]);
     assert_eq!((resp.complete, resp.incomplete), (0, 2));
-    resp.clear();
-    s.announce(
+    let resp = announced(
+        &*s,
         &announce(h, peer(AddressFamily::V4, 2), Event::None, 1, 50),
-        &mut resp,
     )
-    .await
-    .unwrap();
+    .await;
     assert!(resp.ipv6_peers.is_empty());
     assert_eq!(addrs(&resp), vec![v4.addr()]);
     // An IPv4-mapped IPv6 address is the IPv4 peer.

@@ -51,21 +51,16 @@ pub async fn stale_peers_expire(make: MakeStore<'_>) {
 
 pub async fn stats_count_swarms_and_peers(make: MakeStore<'_>) {
     let s = make(StoreTestConfig::default());
-    s.put_seeder(ih(1), peer(AddressFamily::V4, 1))
-        .await
-        .unwrap();
-    s.put_leecher(ih(1), peer(AddressFamily::V4, 2))
-        .await
-        .unwrap();
-    s.put_leecher(ih(1), peer(AddressFamily::V6, 2))
-        .await
-        .unwrap();
-    s.put_leecher(ih(2), peer(AddressFamily::V4, 3))
-        .await
-        .unwrap();
-    s.put_leecher(ih(2), peer(AddressFamily::V4, 4))
-        .await
-        .unwrap();
+    let (v4, v6) = (AddressFamily::V4, AddressFamily::V6);
+    s.put_seeder(ih(1), peer(v4, 1)).await.unwrap();
+    for (h, p) in [
+        (1, peer(v4, 2)),
+        (1, peer(v6, 2)),
+        (2, peer(v4, 3)),
+        (2, peer(v4, 4)),
+    ] {
+        s.put_leecher(ih(h), p).await.unwrap();
+    }
     let want = StoreStats {
         swarms: 3,
         seeders: 1,
