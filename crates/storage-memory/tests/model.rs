@@ -263,19 +263,14 @@ fn check_peers(
     };
     prop_assert_eq!(other_family, 0, "peers of the other family returned");
 
-    let addr_of = |n: &u16| peer(me.family, *n).addr();
-    let seeders: HashSet<SocketAddr> = s
-        .seeders
-        .iter()
-        .filter(|&&n| n != me.n)
-        .map(addr_of)
-        .collect();
-    let leechers: HashSet<SocketAddr> = s
-        .leechers
-        .iter()
-        .filter(|&&n| n != me.n)
-        .map(addr_of)
-        .collect();
+    // The addresses of a role's peers but the announcer.
+    let others = |ns: &BTreeSet<u16>| -> HashSet<SocketAddr> {
+        ns.iter()
+            .filter(|&&n| n != me.n)
+            .map(|&n| peer(me.family, n).addr())
+            .collect()
+    };
+    let (seeders, leechers) = (others(&s.seeders), others(&s.leechers));
     let want = num_want as usize;
 
     let got = addrs(resp);
