@@ -232,14 +232,22 @@ async fn pre_hooks_then_store_then_post_hooks() {
     t.shutdown().await;
 }
 
-#[tokio::test]
-async fn skip_swarm_interaction_reads_without_writing() {
+/// A tracker whose one pre-hook is a probe with `options`, and whose swarm
+/// has one seeder.
+async fn start_with_a_seeder(options: &str) -> Tracker {
     let journal = Arc::new(Journal::default());
-    let t = start(&journal, "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: ro, skip_swarm_interaction: true}\n").await;
+    let yaml = format!("chihaya:\n  prehooks:\n    - name: probe\n      options: {options}\n");
+    let t = start(&journal, &yaml).await;
     t.store()
         .put_seeder(IH, announce(7, 0, Event::None).peer)
         .await
         .unwrap();
+    t
+}
+
+#[tokio::test]
+async fn skip_swarm_interaction_reads_without_writing() {
+    let t = start_with_a_seeder("{label: ro, skip_swarm_interaction: true}").await;
     let resp = run(&t, &announce(3000, 10, Event::Started)).await.unwrap();
     assert_eq!(resp.ipv4_peers.len(), 1, "peers are still read");
     assert_eq!((resp.complete, resp.incomplete), (1, 0));
@@ -249,12 +257,7 @@ async fn skip_swarm_interaction_reads_without_writing() {
 
 #[tokio::test]
 async fn skip_response_writes_after_the_reply() {
-    let journal = Arc::new(Journal::default());
-    let t = start(&journal, "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: fill, skip_response: true}\n").await;
-    t.store()
-        .put_seeder(IH, announce(7, 0, Event::None).peer)
-        .await
-        .unwrap();
+    let t = start_with_a_seeder("{label: fill, skip_response: true}").await;
     let logic = t.logic();
     let req = announce(3000, 10, Event::Started);
     let (mut ctx, mut resp) = (RequestContext::new(), AnnounceResponse::default());
