@@ -3,6 +3,8 @@
 //! - [`http`]: a raw HTTP/1.1 GET over std's `TcpStream`, for tests that must
 //!   see the bytes on the wire (status, head, body), and a reader for one
 //!   response on a kept-alive connection.
+//! - [`canned`]: an async HTTP(S) server that answers with canned bytes and
+//!   keeps the request heads, for the tests of outgoing clients.
 //! - [`bencode`]: strict reading of tracker replies on top of
 //!   `bittorrent::bencode::decode`, with accessors that panic with the whole
 //!   value, so a failing assertion shows the reply.
@@ -22,6 +24,7 @@
 //! kill): see [`process`] and [`TempDir`].
 
 pub mod bencode;
+pub mod canned;
 pub mod http;
 pub mod logic;
 mod port;
