@@ -20,7 +20,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use storage_memory::{MemoryConfig, MemoryStore};
 use tracker::bittorrent::{
-    AddressFamily, AnnounceResponse, Event, InfoHash, Params, Peer, PeerId, ScrapeRequest,
+    AddressFamily, AnnounceResponse, Event, InfoHash, Params, Peer, PeerId, Scrape, ScrapeRequest,
     ScrapeResponse,
 };
 use tracker::config::ConfigDuration;
@@ -229,6 +229,24 @@ impl Model {
         (seeders, leechers, snatches)
     }
 
+    /// Checks a store's scrape of `ih` in family `f` against the model.
+    fn check_scrape(
+        &self,
+        sc: &Scrape,
+        ih: u8,
+        f: AddressFamily,
+        ctx: &str,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(sc.info_hash, info_hash(ih), "{}", ctx);
+        prop_assert_eq!(
+            (sc.complete, sc.incomplete, sc.snatches),
+            self.counts(ih, f),
+            "{}",
+            ctx
+        );
+        Ok(())
+    }
+
     fn delete(&mut self, ih: u8, p: PeerSel, seeder: bool) -> Result<(), StoreError> {
         let removed = self.swarms.get_mut(&(ih, p.family)).is_some_and(|s| {
             if seeder {
@@ -417,13 +435,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Scrape(h, f) => {
                 let got = rt.block_on(s.scrape(info_hash(h), f));
                 let sc = got.map_err(|e| TestCaseError::fail(format!("{ctx}: {e}")))?;
-                prop_assert_eq!(sc.info_hash, info_hash(h), "{}", ctx);
-                prop_assert_eq!(
-                    (sc.complete, sc.incomplete, sc.snatches),
-                    model.counts(h, f),
-                    "{}",
-                    ctx
-                );
+                model.check_scrape(&sc, h, f, &ctx)?;
             }
             Op::ScrapeMany(ref hs, f) => {
                 let req = ScrapeRequest {
@@ -435,13 +447,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 accepted(&rt, s.scrape_many(&req, &mut resp), &ctx)?;
                 prop_assert_eq!(resp.files.len(), hs.len(), "{}", ctx);
                 for (sc, &h) in resp.files.iter().zip(hs) {
-                    prop_assert_eq!(sc.info_hash, info_hash(h), "{}", ctx);
-                    prop_assert_eq!(
-                        (sc.complete, sc.incomplete, sc.snatches),
-                        model.counts(h, f),
-                        "{}",
-                        ctx
-                    );
+                    model.check_scrape(sc, h, f, &ctx)?;
                 }
             }
         }
