@@ -318,34 +318,16 @@ mod tests {
     #[test]
     fn put_move_delete() {
         let mut s = Swarm::<V4Entry>::default();
-        assert_eq!(
-            s.put(key(3), Role::Leecher, 0),
-            Delta {
-                seeders: 0,
-                leechers: 1
-            }
-        );
-        assert_eq!(
-            s.put(key(1), Role::Leecher, 0),
-            Delta {
-                seeders: 0,
-                leechers: 1
-            }
-        );
-        assert_eq!(
-            s.put(key(2), Role::Seeder, 0),
-            Delta {
-                seeders: 1,
-                leechers: 0
-            }
-        );
-        assert_eq!(
-            s.put(key(3), Role::Seeder, 0),
-            Delta {
-                seeders: 1,
-                leechers: -1
-            }
-        );
+        for (n, role, seeders, leechers) in [
+            (3, Role::Leecher, 0, 1),
+            (1, Role::Leecher, 0, 1),
+            (2, Role::Seeder, 1, 0),
+            // Leecher 3 becomes a seeder.
+            (3, Role::Seeder, 1, -1),
+        ] {
+            let delta = s.put(key(n), role, 0);
+            assert_eq!(delta, Delta { seeders, leechers }, "{n} as {role:?}");
+        }
         assert_eq!((s.seeders(), s.leechers()), (2, 1));
         assert_eq!(s.find(key(1)), Some((Role::Leecher, 2)));
         assert_eq!(s.find(key(3)), Some((Role::Seeder, 1)));
