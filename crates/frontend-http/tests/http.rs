@@ -5,32 +5,24 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bittorrent::ClientError;
 use bittorrent::bencode::Value;
-use bittorrent::{AnnounceRequest, AnnounceResponse, ClientError};
 use frontend_http::{HttpConfig, HttpFrontend};
-use storage_memory::{MemoryConfig, MemoryStore};
 use test_support::bencode::{self, Fields};
 use test_support::http::{self, Response};
+use test_support::logic::shared_memory_logic;
 use test_support::{TempDir, percent_encode};
 use tracker::config::ConfigDuration;
-use tracker::{
-    Hook, HookFuture, LogicConfig, NamedHook, ReadyOrBoxed, RequestContext, SharedLogic,
-    TrackerLogic,
-};
+use tracker::testing::FnHook;
+use tracker::{HookFuture, NamedHook, ReadyOrBoxed};
 
 /// Tells the client what the hooks saw (`echo`), sets a warning (`warn`), and
 /// refuses the info hash 0xee….
-struct Echo;
-
-impl Hook for Echo {
-    fn handle_announce<'a>(
-        &'a self,
-        _ctx: &'a mut RequestContext,
-        req: &'a AnnounceRequest,
-        resp: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
+fn echo() -> FnHook {
+    FnHook::new().on_announce(|_, req, resp| {
         let p = &req.params;
         if p.get("echo").is_some() {
             let msg = format!(
@@ -40,16 +32,16 @@ impl Hook for Echo {
                 p.get_str("passkey").unwrap_or("-"),
                 req.peer.ip()
             );
-            return ReadyOrBoxed::ready(Err(ClientError::owned(msg).into()));
+            return Err(ClientError::owned(msg).into());
         }
         if p.get("warn").is_some() {
             resp.warning_message = Some("you have been warned".into());
         }
         if req.info_hash.0 == [0xee; 20] {
-            return ReadyOrBoxed::ready(Err(ClientError::new("unapproved torrent").into()));
+            return Err(ClientError::new("unapproved torrent").into());
         }
-        ReadyOrBoxed::ready(Ok(()))
-    }
+        Ok(())
+    })
 }
 
 fn start(tweak: impl FnOnce(&mut HttpConfig)) -> HttpFrontend {
@@ -65,26 +57,10 @@ fn start(tweak: impl FnOnce(&mut HttpConfig)) -> HttpFrontend {
         ..HttpConfig::default()
     };
     tweak(&mut config);
-    let store = Arc::new(
-        MemoryStore::new(MemoryConfig {
-            shard_count: 8,
-            ..MemoryConfig::default()
-        })
-        .expect("a valid memory config"),
-    );
-    let logic = TrackerLogic::new(
-        LogicConfig::default(),
-        store,
-        vec![NamedHook::new("echo", Arc::new(Echo))],
-        vec![],
-    );
-    HttpFrontend::start(
-        &config,
-        Arc::new(SharedLogic::new(logic)),
-        Default::default(),
-    )
-    .unwrap()
-    .unwrap()
+    let logic = shared_memory_logic(vec![NamedHook::new("echo", Arc::new(echo()))], vec![]);
+    HttpFrontend::start(&config, logic, Default::default())
+        .unwrap()
+        .unwrap()
 }
 
 /// One GET on a fresh connection.
@@ -134,16 +110,18 @@ fn announce_query(ih: u8, peer: u8, port: u16, extra: &str) -> String {
     )
 }
 
+/// The bencoded reply to one announce of [`announce_query`] on a fresh
+/// connection.
+fn announce(addr: SocketAddr, ih: u8, peer: u8, port: u16, extra: &str) -> Value<'static> {
+    let target = format!("/announce?{}", announce_query(ih, peer, port, extra));
+    get(addr, &target, &[]).bencode()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compact_announces_over_ipv4() {
     let t = start(|_| {});
     let addr = t.local_addr().unwrap();
-    let first = get(
-        addr,
-        &format!("/announce?{}", announce_query(1, 1, 7001, "&event=started")),
-        &[],
-    )
-    .bencode();
+    let first = announce(addr, 1, 1, 7001, "&event=started");
     assert_eq!(first.at("complete").int(), 0);
     assert_eq!(first.at("incomplete").int(), 1);
     assert_eq!(first.at("interval").int(), 1800);
@@ -153,15 +131,7 @@ async fn compact_announces_over_ipv4() {
     assert_eq!(first.at("peers").bytes(), b"", "never the announcer");
     assert!(!first.has("peers6"));
 
-    let second = get(
-        addr,
-        &format!(
-            "/announce?{}",
-            announce_query(1, 2, 7002, "&event=completed&left=0&compact=1")
-        ),
-        &[],
-    )
-    .bencode();
+    let second = announce(addr, 1, 2, 7002, "&event=completed&left=0&compact=1");
     assert_eq!(
         second.at("peers").bytes(),
         &[127, 0, 0, 1, 0x1b, 0x59],
@@ -174,12 +144,7 @@ async fn compact_announces_over_ipv4() {
     assert_eq!(second.at("downloaded").int(), 1, "snatches");
 
     // Non-compact on request: a list of {ip, port}.
-    let third = get(
-        addr,
-        &format!("/announce?{}", announce_query(1, 3, 7003, "&compact=0")),
-        &[],
-    )
-    .bencode();
+    let third = announce(addr, 1, 3, 7003, "&compact=0");
     let peers = third.at("peers").list();
     assert_eq!(peers.len(), 2);
     for p in peers {
@@ -187,12 +152,7 @@ async fn compact_announces_over_ipv4() {
         assert!([7001, 7002].contains(&p.at("port").int()));
     }
     // numwant caps the list.
-    let one = get(
-        addr,
-        &format!("/announce?{}", announce_query(1, 4, 7004, "&numwant=1")),
-        &[],
-    )
-    .bencode();
+    let one = announce(addr, 1, 4, 7004, "&numwant=1");
     assert_eq!(one.at("peers").bytes().len(), 6);
     t.stop().await;
 }
@@ -201,18 +161,8 @@ async fn compact_announces_over_ipv4() {
 async fn ipv6_announces_carry_peers6() {
     let t = start(|c| c.addr = "[::1]:0".into());
     let addr = t.local_addr().unwrap();
-    get(
-        addr,
-        &format!("/announce?{}", announce_query(2, 1, 7001, "")),
-        &[],
-    )
-    .bencode();
-    let r = get(
-        addr,
-        &format!("/announce?{}", announce_query(2, 2, 7002, "")),
-        &[],
-    )
-    .bencode();
+    announce(addr, 2, 1, 7001, "");
+    let r = announce(addr, 2, 2, 7002, "");
     let peers6 = r.at("peers6").bytes();
     assert_eq!(peers6.len(), 18);
     assert_eq!(&peers6[..16], &std::net::Ipv6Addr::LOCALHOST.octets());
@@ -226,21 +176,8 @@ async fn ipv6_announces_carry_peers6() {
 async fn scrapes_report_complete_incomplete_downloaded() {
     let t = start(|_| {});
     let addr = t.local_addr().unwrap();
-    get(
-        addr,
-        &format!(
-            "/announce?{}",
-            announce_query(3, 1, 7001, "&left=0&event=completed")
-        ),
-        &[],
-    )
-    .bencode();
-    get(
-        addr,
-        &format!("/announce?{}", announce_query(3, 2, 7002, "")),
-        &[],
-    )
-    .bencode();
+    announce(addr, 3, 1, 7001, "&left=0&event=completed");
+    announce(addr, 3, 2, 7002, "");
     let q = format!(
         "/scrape?info_hash={}&info_hash={}",
         percent_encode(&[3; 20]),
@@ -366,12 +303,7 @@ async fn route_parameters_and_warnings_reach_hooks_and_replies() {
             .failure(),
         "passkey=- rest=/a/b/announce query_passkey=fromquery ip=127.0.0.1"
     );
-    let warned = get(
-        addr,
-        &format!("/announce?{}", announce_query(7, 2, 7002, "&warn")),
-        &[],
-    )
-    .bencode();
+    let warned = announce(addr, 7, 2, 7002, "&warn");
     assert_eq!(
         warned.at("warning message").bytes(),
         b"you have been warned"
@@ -478,26 +410,11 @@ async fn proxies_are_believed_only_when_trusted() {
 async fn port_zero_is_answered_but_not_handed_out() {
     let t = start(|_| {});
     let addr = t.local_addr().unwrap();
-    get(
-        addr,
-        &format!("/announce?{}", announce_query(14, 1, 7001, "")),
-        &[],
-    )
-    .bencode();
-    let zero = get(
-        addr,
-        &format!("/announce?{}", announce_query(14, 2, 0, "")),
-        &[],
-    )
-    .bencode();
+    announce(addr, 14, 1, 7001, "");
+    let zero = announce(addr, 14, 2, 0, "");
     assert_eq!(zero.at("peers").bytes().len(), 6, "it gets peers");
     assert_eq!(zero.at("incomplete").int(), 1, "but is not counted");
-    let other = get(
-        addr,
-        &format!("/announce?{}", announce_query(14, 3, 7003, "")),
-        &[],
-    )
-    .bencode();
+    let other = announce(addr, 14, 3, 7003, "");
     assert_eq!(other.at("peers").bytes().len(), 6, "nor handed out");
     t.stop().await;
 }
@@ -682,14 +599,7 @@ async fn https_with_a_certificate_made_here() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_tls_files_and_empty_addresses() {
-    let logic = || {
-        Arc::new(SharedLogic::new(TrackerLogic::new(
-            LogicConfig::default(),
-            Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config")),
-            vec![],
-            vec![],
-        )))
-    };
+    let logic = || shared_memory_logic(vec![], vec![]);
     let none = HttpFrontend::start(&HttpConfig::default(), logic(), Default::default()).unwrap();
     assert!(none.is_none(), "both addresses empty: disabled");
     let config = HttpConfig {
@@ -708,65 +618,33 @@ async fn bad_tls_files_and_empty_addresses() {
     );
 }
 
-/// A post-hook that takes `SLOW_POST_HOOK` over every announce and scrape,
-/// then counts it.
-struct SlowPostHook {
-    done: Arc<std::sync::atomic::AtomicUsize>,
-}
-
 const SLOW_POST_HOOK: Duration = Duration::from_secs(2);
 
-impl SlowPostHook {
-    fn finish<'a>(&'a self) -> HookFuture<'a> {
-        let done = Arc::clone(&self.done);
-        ReadyOrBoxed::boxed(async move {
-            tokio::time::sleep(SLOW_POST_HOOK).await;
-            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        })
-    }
+/// Sleeps `SLOW_POST_HOOK`, then counts one in `done`.
+fn finish(done: &Arc<AtomicUsize>) -> HookFuture<'static> {
+    let done = Arc::clone(done);
+    ReadyOrBoxed::boxed(async move {
+        tokio::time::sleep(SLOW_POST_HOOK).await;
+        done.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    })
 }
 
-impl Hook for SlowPostHook {
-    fn handle_announce<'a>(
-        &'a self,
-        _: &'a mut RequestContext,
-        _: &'a AnnounceRequest,
-        _: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
-        self.finish()
-    }
-
-    fn handle_scrape<'a>(
-        &'a self,
-        _: &'a mut RequestContext,
-        _: &'a bittorrent::ScrapeRequest,
-        _: &'a mut bittorrent::ScrapeResponse,
-    ) -> HookFuture<'a> {
-        self.finish()
-    }
+/// A post-hook that takes `SLOW_POST_HOOK` over every announce and scrape,
+/// then counts it in `done`.
+fn slow_post_hook(done: &Arc<AtomicUsize>) -> FnHook {
+    let (announces, scrapes) = (Arc::clone(done), Arc::clone(done));
+    FnHook::new()
+        .on_announce_future(move |_, _, _| finish(&announces))
+        .on_scrape_future(move |_, _, _| finish(&scrapes))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let store = Arc::new(
-        MemoryStore::new(MemoryConfig {
-            shard_count: 8,
-            ..MemoryConfig::default()
-        })
-        .expect("a valid memory config"),
-    );
-    let logic = TrackerLogic::new(
-        LogicConfig::default(),
-        store,
+    let done = Arc::new(AtomicUsize::new(0));
+    let logic = shared_memory_logic(
         vec![],
-        vec![NamedHook::new(
-            "slow",
-            Arc::new(SlowPostHook {
-                done: Arc::clone(&done),
-            }),
-        )],
+        vec![NamedHook::new("slow", Arc::new(slow_post_hook(&done)))],
     );
     // Timeouts longer than the hook, so a delayed reply arrives late rather
     // than not at all.
@@ -776,13 +654,9 @@ async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
         write_timeout: ConfigDuration(4 * SLOW_POST_HOOK),
         ..HttpConfig::default()
     };
-    let t = HttpFrontend::start(
-        &config,
-        Arc::new(SharedLogic::new(logic)),
-        Default::default(),
-    )
-    .unwrap()
-    .unwrap();
+    let t = HttpFrontend::start(&config, logic, Default::default())
+        .unwrap()
+        .unwrap();
     let addr = t.local_addr().unwrap();
     let targets = [
         format!("/announce?{}", announce_query(5, 1, 7001, "")),
@@ -800,7 +674,7 @@ async fn a_slow_http_post_hook_delays_neither_announce_nor_scrape_replies() {
     }
     // The post-hooks still run, after the replies.
     let deadline = Instant::now() + 3 * SLOW_POST_HOOK;
-    while done.load(std::sync::atomic::Ordering::SeqCst) < targets.len() {
+    while done.load(Ordering::SeqCst) < targets.len() {
         assert!(Instant::now() < deadline, "the post-hooks never finished");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bittorrent::udp;
-use bittorrent::{AnnounceRequest, AnnounceResponse, ClientError, InfoHash, PeerId};
+use bittorrent::{ClientError, InfoHash, PeerId};
 use frontend_udp::client::{AnnounceParams, UdpClientError, UdpTrackerClient};
 use frontend_udp::{ConnectionIdSigner, UdpConfig, UdpFrontend};
-use storage_memory::{MemoryConfig, MemoryStore};
+use test_support::logic::shared_memory_logic;
+use tracker::NamedHook;
 use tracker::config::ConfigDuration;
-use tracker::{
-    Hook, HookFuture, LogicConfig, NamedHook, ReadyOrBoxed, RequestContext, SharedLogic,
-    TrackerLogic,
-};
+use tracker::testing::FnHook;
 
 const KEY: &str = "a shared test key";
 const WAIT: Duration = Duration::from_secs(3);
@@ -23,15 +21,8 @@ const SILENCE: Duration = Duration::from_millis(300);
 
 /// Tells the client what the hooks saw: an announce whose query has `echo`
 /// is rejected with its path and passkey; the info hash 0xee… is unapproved.
-struct Echo;
-
-impl Hook for Echo {
-    fn handle_announce<'a>(
-        &'a self,
-        _ctx: &'a mut RequestContext,
-        req: &'a AnnounceRequest,
-        _resp: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
+fn echo() -> FnHook {
+    FnHook::new().on_announce(|_, req, _| {
         if req.params.get("echo").is_some() {
             let msg = format!(
                 "path={} passkey={} ip={}",
@@ -39,13 +30,13 @@ impl Hook for Echo {
                 req.params.get_str("passkey").unwrap_or("-"),
                 req.peer.ip()
             );
-            return ReadyOrBoxed::ready(Err(ClientError::owned(msg).into()));
+            return Err(ClientError::owned(msg).into());
         }
         if req.info_hash == InfoHash([0xee; 20]) {
-            return ReadyOrBoxed::ready(Err(ClientError::new("unapproved torrent").into()));
+            return Err(ClientError::new("unapproved torrent").into());
         }
-        ReadyOrBoxed::ready(Ok(()))
-    }
+        Ok(())
+    })
 }
 
 struct Tracker {
@@ -62,27 +53,10 @@ impl Tracker {
             ..UdpConfig::default()
         };
         tweak(&mut config);
-        let store = Arc::new(
-            MemoryStore::new(MemoryConfig {
-                shard_count: 8,
-                prometheus_reporting_interval: ConfigDuration(Duration::from_millis(50)),
-                ..MemoryConfig::default()
-            })
-            .expect("a valid memory config"),
-        );
-        let logic = TrackerLogic::new(
-            LogicConfig::default(),
-            store,
-            vec![NamedHook::new("echo", Arc::new(Echo))],
-            vec![],
-        );
-        let frontend = UdpFrontend::start(
-            &config,
-            Arc::new(SharedLogic::new(logic)),
-            Default::default(),
-        )
-        .expect("starts")
-        .expect("enabled");
+        let logic = shared_memory_logic(vec![NamedHook::new("echo", Arc::new(echo()))], vec![]);
+        let frontend = UdpFrontend::start(&config, logic, Default::default())
+            .expect("starts")
+            .expect("enabled");
         Tracker { frontend }
     }
 
@@ -532,15 +506,9 @@ async fn a_stopped_frontend_frees_its_port() {
 
 #[test]
 fn an_empty_addr_disables_the_frontend() {
-    let logic = TrackerLogic::new(
-        LogicConfig::default(),
-        Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config")),
-        vec![],
-        vec![],
-    );
     let started = UdpFrontend::start(
         &UdpConfig::default(),
-        Arc::new(SharedLogic::new(logic)),
+        shared_memory_logic(vec![], vec![]),
         Default::default(),
     )
     .unwrap();

@@ -3,93 +3,20 @@
 //! that never answers, one that refuses, and an HTTPS server whose
 //! self-signed certificate is trusted only through a CA file.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_client::{Client, Error, SetupError, StatusCode, Url, header};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use test_support::canned::CannedServer;
 
-/// A server that answers every connection with `reply` and closes; it keeps
-/// the request heads it read.
-struct Canned {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
+/// A server on 127.0.0.1 that answers every connection with `reply`.
+async fn canned(reply: &[u8]) -> CannedServer {
+    CannedServer::start("127.0.0.1:0", reply, None).await
 }
 
-impl Canned {
-    async fn start(reply: &'static [u8]) -> Canned {
-        Canned::start_on("127.0.0.1:0", reply, None).await
-    }
-
-    async fn start_on(
-        bind: &str,
-        reply: &'static [u8],
-        tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> Canned {
-        let listener = TcpListener::bind(bind).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = requests.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                let seen = seen.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    match tls {
-                        None => answer(s, reply, &seen).await,
-                        Some(acceptor) => {
-                            if let Ok(s) = acceptor.accept(s).await {
-                                answer(s, reply, &seen).await;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        Canned {
-            addr,
-            requests,
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> Url {
-        Url::parse(&format!("http://{}{path}", self.addr)).unwrap()
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Canned {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    reply: &[u8],
-    seen: &Mutex<Vec<String>>,
-) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    seen.lock()
-        .unwrap()
-        .push(String::from_utf8_lossy(&head).into_owned());
-    let _ = s.write_all(reply).await;
-    let _ = s.shutdown().await;
+/// `path` on `server`.
+fn url(server: &CannedServer, path: &str) -> Url {
+    Url::parse(&format!("http://{}{path}", server.addr())).unwrap()
 }
 
 fn client() -> Client {
@@ -100,14 +27,13 @@ fn client() -> Client {
 }
 
 async fn get(reply: &'static [u8]) -> Result<http_client::Response, Error> {
-    let server = Canned::start(reply).await;
-    client().get(&server.url("/")).await
+    let server = canned(reply).await;
+    client().get(&url(&server, "/")).await
 }
 
 #[tokio::test]
 async fn sends_one_get_with_host_and_the_callers_headers() {
-    let server =
-        Canned::start(b"HTTP/1.1 200 OK\r\nX-Test: yes\r\nContent-Length: 2\r\n\r\nhi").await;
+    let server = canned(b"HTTP/1.1 200 OK\r\nX-Test: yes\r\nContent-Length: 2\r\n\r\nhi").await;
     let client = Client::builder()
         .header(header::USER_AGENT, header::HeaderValue::from_static("t/1"))
         .header(
@@ -116,7 +42,7 @@ async fn sends_one_get_with_host_and_the_callers_headers() {
         )
         .build()
         .unwrap();
-    let r = client.get(&server.url("/a/b?x=1&y=%00")).await.unwrap();
+    let r = client.get(&url(&server, "/a/b?x=1&y=%00")).await.unwrap();
     assert_eq!((r.status, r.reason.as_str()), (StatusCode::OK, "OK"));
     assert_eq!(r.headers["x-test"], "yes");
     assert_eq!(&r.body[..], b"hi");
@@ -128,7 +54,7 @@ async fn sends_one_get_with_host_and_the_callers_headers() {
         "{head}"
     );
     for want in [
-        format!("host: {}\r\n", server.addr),
+        format!("host: {}\r\n", server.addr()),
         "user-agent: t/1\r\n".into(),
         "accept: application/json\r\n".into(),
         "connection: close\r\n".into(),
@@ -218,21 +144,24 @@ async fn broken_replies_are_errors() {
 #[tokio::test]
 async fn bodies_are_bounded() {
     let client = Client::builder().max_body(4).build().unwrap();
-    let declared = Canned::start(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
-    let e = client.get(&declared.url("/")).await.unwrap_err();
+    let declared = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+    let e = client.get(&url(&declared, "/")).await.unwrap_err();
     assert!(matches!(e, Error::TooLarge { limit: 4 }), "{e:?}");
     assert_eq!(e.to_string(), "the reply is larger than 4 bytes");
-    let chunked = Canned::start(
+    let chunked = canned(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
     )
     .await;
-    let e = client.get(&chunked.url("/")).await.unwrap_err();
+    let e = client.get(&url(&chunked, "/")).await.unwrap_err();
     assert!(matches!(e, Error::TooLarge { limit: 4 }), "{e:?}");
-    let close = Canned::start(b"HTTP/1.0 200 OK\r\n\r\nhello").await;
-    let e = client.get(&close.url("/")).await.unwrap_err();
+    let close = canned(b"HTTP/1.0 200 OK\r\n\r\nhello").await;
+    let e = client.get(&url(&close, "/")).await.unwrap_err();
     assert!(matches!(e, Error::TooLarge { limit: 4 }), "{e:?}");
-    let fits = Canned::start(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhell").await;
-    assert_eq!(&client.get(&fits.url("/")).await.unwrap().body[..], b"hell");
+    let fits = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhell").await;
+    assert_eq!(
+        &client.get(&url(&fits, "/")).await.unwrap().body[..],
+        b"hell"
+    );
 }
 
 #[tokio::test]
@@ -280,18 +209,18 @@ async fn a_refused_connection_names_the_address() {
 
 #[tokio::test]
 async fn ipv6_literal_hosts() {
-    let server = Canned::start_on(
+    let server = CannedServer::start(
         "[::1]:0",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv6",
         None,
     )
     .await;
-    let url = Url::parse(&format!("http://[::1]:{}/x", server.addr.port())).unwrap();
+    let url = Url::parse(&format!("http://[::1]:{}/x", server.addr().port())).unwrap();
     let r = client().get(&url).await.unwrap();
     assert_eq!(&r.body[..], b"v6");
     let head = server.requests()[0].to_ascii_lowercase();
     assert!(
-        head.contains(&format!("host: [::1]:{}\r\n", server.addr.port())),
+        head.contains(&format!("host: [::1]:{}\r\n", server.addr().port())),
         "{head}"
     );
 }
@@ -318,10 +247,10 @@ async fn https_trusts_an_extra_ca_file() {
     let ca_file = dir.join("ca.pem");
     let acceptor = tls_acceptor(&["localhost", "::1"], &ca_file);
     let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret";
-    let v4 = Canned::start_on("127.0.0.1:0", reply, Some(acceptor.clone())).await;
-    let v6 = Canned::start_on("[::1]:0", reply, Some(acceptor)).await;
-    let by_name = Url::parse(&format!("https://localhost:{}/k", v4.addr.port())).unwrap();
-    let by_ip = Url::parse(&format!("https://[::1]:{}/k", v6.addr.port())).unwrap();
+    let v4 = CannedServer::start("127.0.0.1:0", reply, Some(acceptor.clone())).await;
+    let v6 = CannedServer::start("[::1]:0", reply, Some(acceptor)).await;
+    let by_name = Url::parse(&format!("https://localhost:{}/k", v4.addr().port())).unwrap();
+    let by_ip = Url::parse(&format!("https://[::1]:{}/k", v6.addr().port())).unwrap();
 
     // The Mozilla roots alone do not trust it.
     let e = client().get(&by_name).await.unwrap_err();
@@ -339,7 +268,7 @@ async fn https_trusts_an_extra_ca_file() {
         assert_eq!(&r.body[..], b"secret", "{url}");
     }
     // The certificate names localhost and ::1, not 127.0.0.1.
-    let wrong_name = Url::parse(&format!("https://127.0.0.1:{}/k", v4.addr.port())).unwrap();
+    let wrong_name = Url::parse(&format!("https://127.0.0.1:{}/k", v4.addr().port())).unwrap();
     let e = trusting.get(&wrong_name).await.unwrap_err();
     assert!(matches!(e, Error::Tls { .. }), "{e:?}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -427,46 +427,29 @@ pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Resul
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use storage_memory::{MemoryConfig, MemoryStore};
+    use test_support::logic::memory_logic;
     use tokio::time::Instant;
-    use tracker::bittorrent::{AnnounceRequest, AnnounceResponse};
-    use tracker::{Hook, HookFuture, ReadyOrBoxed, RequestContext};
+    use tracker::testing::FnHook;
 
     use super::*;
 
-    /// A hook that counts how often it is stopped.
-    #[derive(Default)]
-    struct Stops(AtomicUsize);
-
-    impl Hook for Stops {
-        fn handle_announce<'a>(
-            &'a self,
-            _: &'a mut RequestContext,
-            _: &'a AnnounceRequest,
-            _: &'a mut AnnounceResponse,
-        ) -> HookFuture<'a> {
-            ReadyOrBoxed::ready(Ok(()))
-        }
-
-        fn stop(&self) -> ReadyOrBoxed<'_, ()> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            ReadyOrBoxed::ready(())
-        }
+    /// A hook that counts its stops in `stops`.
+    fn counting_stops(stops: &Arc<AtomicUsize>) -> Arc<FnHook> {
+        let stops = Arc::clone(stops);
+        Arc::new(FnHook::new().on_stop(move || {
+            stops.fetch_add(1, Ordering::SeqCst);
+        }))
     }
 
-    fn logic(pre: &Arc<Stops>, post: &Arc<Stops>) -> Arc<TrackerLogic> {
-        let store =
-            Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config"));
-        Arc::new(TrackerLogic::new(
-            Default::default(),
-            store,
-            vec![NamedHook::new("pre", Arc::clone(pre) as Arc<dyn Hook>)],
-            vec![NamedHook::new("post", Arc::clone(post) as Arc<dyn Hook>)],
+    fn logic(pre: &Arc<AtomicUsize>, post: &Arc<AtomicUsize>) -> Arc<TrackerLogic> {
+        Arc::new(memory_logic(
+            vec![NamedHook::new("pre", counting_stops(pre))],
+            vec![NamedHook::new("post", counting_stops(post))],
         ))
     }
 
-    fn stops(hooks: [&Arc<Stops>; 2]) -> [usize; 2] {
-        hooks.map(|h| h.0.load(Ordering::SeqCst))
+    fn stops(hooks: [&Arc<AtomicUsize>; 2]) -> [usize; 2] {
+        hooks.map(|h| h.load(Ordering::SeqCst))
     }
 
     // The clock is paused and only moves when every task waits on a timer, so
@@ -474,7 +457,7 @@ mod tests {
     // one that is woken finishes at the drop's instant.
     #[tokio::test(start_paused = true)]
     async fn retire_ends_when_the_last_user_drops() {
-        let (pre, post) = (Arc::new(Stops::default()), Arc::new(Stops::default()));
+        let (pre, post) = (Arc::default(), Arc::default());
         let logic = logic(&pre, &post);
         let request = Arc::clone(&logic);
         let retired = tokio::spawn(async move {
@@ -498,7 +481,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retire_without_users_ends_at_once() {
-        let (pre, post) = (Arc::new(Stops::default()), Arc::new(Stops::default()));
+        let (pre, post) = (Arc::default(), Arc::default());
         let started = Instant::now();
         assert_eq!(retire(logic(&pre, &post), RETIRE_TIMEOUT).await, 0);
         assert_eq!(Instant::now(), started);
@@ -507,7 +490,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retire_gives_up_after_the_timeout() {
-        let (pre, post) = (Arc::new(Stops::default()), Arc::new(Stops::default()));
+        let (pre, post) = (Arc::default(), Arc::default());
         let logic = logic(&pre, &post);
         let requests = [Arc::clone(&logic), Arc::clone(&logic)];
         let started = Instant::now();

@@ -226,6 +226,14 @@ fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Checks `file`, which must pass; the outcome, for what else it says.
+fn check_passes(file: &Path) -> Outcome {
+    let out = check_config(file);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(out.stdout.contains("configuration OK"), "{}", out.stdout);
+    out
+}
+
 /// Asserts a failed check whose error is one line naming the file and the key.
 fn assert_one_line_error(file: &Path, key: &str, what: &str) {
     let out = check_config(file);
@@ -370,25 +378,15 @@ fn unknown_keys_are_warned_about_not_fatal() {
         "unknown.yaml",
         "chihaya:\n  bogus_key: 1\n  http:\n    adr: \"x\"\n",
     );
-    let out = check_config(&file);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stdout.contains("configuration OK"), "{}", out.stdout);
-    assert!(
-        out.stderr.contains("key=chihaya.bogus_key"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("key=chihaya.http.adr"),
-        "{}",
-        out.stderr
-    );
+    let out = check_passes(&file);
+    for key in ["chihaya.bogus_key", "chihaya.http.adr"] {
+        assert!(out.stderr.contains(&format!("key={key}")), "{}", out.stderr);
+    }
 }
 
 #[test]
 fn check_config_accepts_chihayas_example() {
-    let out = check_config(&fixture("example_config.yaml"));
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = check_passes(&fixture("example_config.yaml"));
     assert!(
         out.stdout.contains("configuration OK (storage \"memory\""),
         "{}",
@@ -399,8 +397,7 @@ fn check_config_accepts_chihayas_example() {
 #[test]
 fn chihaya_redis_example_passes_check_config_and_bad_redis_keys_are_named() {
     // check-config never connects: the fixture passes with no Redis running.
-    let ok = check_config(&fixture("example_config_redis.yaml"));
-    assert_eq!(ok.code, Some(0), "stderr: {}", ok.stderr);
+    let ok = check_passes(&fixture("example_config_redis.yaml"));
     assert!(ok.stdout.contains("storage \"redis\""), "{}", ok.stdout);
 
     let tmp = TempDir::new("config-redis");

@@ -76,8 +76,9 @@ fn e2e(args: &[&str], limit: Duration) -> Run {
     }
 }
 
-/// The one-line reason on stderr of a failed run.
+/// The one-line reason on stderr of a failed run (exit code 1).
 fn reason(run: &Run) -> &str {
+    assert_eq!(run.code, Some(1), "{}", run.show());
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "want one line of reason; {}", run.show());
     assert!(
@@ -155,7 +156,6 @@ fn passkey_routes_work_over_http_and_udp() {
     // Without the passkey the route does not match: a failure, not a pass.
     let bare = format!("http://{http_addr}/announce");
     let run = e2e(&["--http", &bare], Duration::from_secs(20));
-    assert_eq!(run.code, Some(1), "{}", run.show());
     let why = reason(&run);
     assert!(
         why.starts_with("karuta e2e: http: announce A: HTTP 404"),
@@ -174,7 +174,6 @@ fn fails_quickly_with_a_reason_where_nothing_listens() {
         &["--http", &http, "--udp", &udp, "--timeout", "1s"],
         Duration::from_secs(10),
     );
-    assert_eq!(run.code, Some(1), "{}", run.show());
     let why = reason(&run);
     assert!(
         why.starts_with(&format!(
@@ -194,7 +193,6 @@ fn fails_quickly_with_a_reason_where_nothing_listens() {
         &["--udp", &udp, "--timeout", "500ms"],
         Duration::from_secs(10),
     );
-    assert_eq!(run.code, Some(1), "{}", run.show());
     let why = reason(&run);
     assert_eq!(
         why,
@@ -219,7 +217,6 @@ fn fails_with_a_reason_on_garbage_and_silence() {
         &["--http", &format!("http://{garbage_addr}/announce")],
         Duration::from_secs(10),
     );
-    assert_eq!(run.code, Some(1), "{}", run.show());
     let why = reason(&run);
     assert!(
         why.starts_with("karuta e2e: http: announce A: malformed bencode"),
@@ -238,7 +235,6 @@ fn fails_with_a_reason_on_garbage_and_silence() {
         ],
         Duration::from_secs(10),
     );
-    assert_eq!(run.code, Some(1), "{}", run.show());
     let why = reason(&run);
     assert!(why.contains("no whole reply"), "{why}");
     assert!(why.contains("within 300ms"), "{why}");
@@ -257,7 +253,6 @@ fn fails_with_a_reason_on_garbage_and_silence() {
         &["--udp", &format!("udp://{junk_addr}"), "--timeout", "1s"],
         Duration::from_secs(10),
     );
-    assert_eq!(run.code, Some(1), "{}", run.show());
     let why = reason(&run);
     assert!(
         why.starts_with("karuta e2e: udp: connect: malformed reply"),

@@ -16,9 +16,8 @@ use tracker::bittorrent::{
     AddressFamily, AnnounceRequest, AnnounceResponse, ClientError, Event, InfoHash, Params, Peer,
     PeerId, ScrapeRequest, ScrapeResponse,
 };
-use tracker::{
-    DriverConfig, Hook, HookFuture, ReadyOrBoxed, Registry, RequestContext, TrackerError,
-};
+use tracker::testing::FnHook;
+use tracker::{DriverConfig, Hook, ReadyOrBoxed, Registry, RequestContext, TrackerError};
 
 /// What the test hooks saw, in order.
 #[derive(Default)]
@@ -51,58 +50,45 @@ impl DriverConfig for ProbeOptions {}
 /// A fact a pre-hook attaches for later hooks.
 struct SeenBy(String);
 
-struct Probe {
-    options: ProbeOptions,
-    journal: Arc<Journal>,
-}
-
-impl Hook for Probe {
-    fn handle_announce<'a>(
-        &'a self,
-        ctx: &'a mut RequestContext,
-        req: &'a AnnounceRequest,
-        resp: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
-        let o = &self.options;
-        let seen = ctx
-            .extensions
-            .get::<SeenBy>()
-            .map(|s| s.0.clone())
-            .unwrap_or_default();
-        self.journal.log(format!(
-            "{} port={} seen={seen} peers={}",
-            o.label,
-            req.peer.port,
-            resp.peer_count()
-        ));
-        if o.reject_port == Some(req.peer.port) {
-            return ReadyOrBoxed::ready(Err(ClientError::new("port not welcome").into()));
-        }
-        ctx.extensions.insert(SeenBy(o.label.clone()));
-        ctx.skip_response |= o.skip_response;
-        ctx.skip_swarm_interaction |= o.skip_swarm_interaction;
-        // Waiting hooks work as well as ready ones.
-        ReadyOrBoxed::boxed(async { Ok(()) })
-    }
-
-    fn handle_scrape<'a>(
-        &'a self,
-        _ctx: &'a mut RequestContext,
-        req: &'a ScrapeRequest,
-        _resp: &'a mut ScrapeResponse,
-    ) -> HookFuture<'a> {
-        self.journal.log(format!(
-            "{} scrape {}",
-            self.options.label,
-            req.info_hashes.len()
-        ));
-        ReadyOrBoxed::ready(Ok(()))
-    }
-
-    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
-        self.journal.stops.fetch_add(1, Ordering::SeqCst);
-        ReadyOrBoxed::ready(())
-    }
+/// A hook that journals what it sees (the label of the hook before it, the
+/// peers in the response so far), then does what its options say.
+fn probe(options: ProbeOptions, journal: &Arc<Journal>) -> FnHook {
+    let label = options.label.clone();
+    let (announces, scrapes, stops) = (
+        Arc::clone(journal),
+        Arc::clone(journal),
+        Arc::clone(journal),
+    );
+    FnHook::new()
+        .on_announce_future(move |ctx, req, resp| {
+            let o = &options;
+            let seen = ctx
+                .extensions
+                .get::<SeenBy>()
+                .map(|s| s.0.clone())
+                .unwrap_or_default();
+            announces.log(format!(
+                "{} port={} seen={seen} peers={}",
+                o.label,
+                req.peer.port,
+                resp.peer_count()
+            ));
+            if o.reject_port == Some(req.peer.port) {
+                return ReadyOrBoxed::ready(Err(ClientError::new("port not welcome").into()));
+            }
+            ctx.extensions.insert(SeenBy(o.label.clone()));
+            ctx.skip_response |= o.skip_response;
+            ctx.skip_swarm_interaction |= o.skip_swarm_interaction;
+            // Waiting hooks work as well as ready ones.
+            ReadyOrBoxed::boxed(async { Ok(()) })
+        })
+        .on_scrape(move |_, req, _| {
+            scrapes.log(format!("{label} scrape {}", req.info_hashes.len()));
+            Ok(())
+        })
+        .on_stop(move || {
+            stops.stops.fetch_add(1, Ordering::SeqCst);
+        })
 }
 
 #[derive(Deserialize)]
@@ -118,10 +104,7 @@ fn registry(journal: &Arc<Journal>) -> Arc<Registry> {
     });
     let j = Arc::clone(journal);
     r.register_hook("probe", move |options: ProbeOptions| {
-        Ok(Arc::new(Probe {
-            options,
-            journal: Arc::clone(&j),
-        }) as Arc<dyn Hook>)
+        Ok(Arc::new(probe(options, &j)) as Arc<dyn Hook>)
     });
     Arc::new(r)
 }
@@ -249,14 +232,22 @@ async fn pre_hooks_then_store_then_post_hooks() {
     t.shutdown().await;
 }
 
-#[tokio::test]
-async fn skip_swarm_interaction_reads_without_writing() {
+/// A tracker whose one pre-hook is a probe with `options`, and whose swarm
+/// has one seeder.
+async fn start_with_a_seeder(options: &str) -> Tracker {
     let journal = Arc::new(Journal::default());
-    let t = start(&journal, "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: ro, skip_swarm_interaction: true}\n").await;
+    let yaml = format!("chihaya:\n  prehooks:\n    - name: probe\n      options: {options}\n");
+    let t = start(&journal, &yaml).await;
     t.store()
         .put_seeder(IH, announce(7, 0, Event::None).peer)
         .await
         .unwrap();
+    t
+}
+
+#[tokio::test]
+async fn skip_swarm_interaction_reads_without_writing() {
+    let t = start_with_a_seeder("{label: ro, skip_swarm_interaction: true}").await;
     let resp = run(&t, &announce(3000, 10, Event::Started)).await.unwrap();
     assert_eq!(resp.ipv4_peers.len(), 1, "peers are still read");
     assert_eq!((resp.complete, resp.incomplete), (1, 0));
@@ -266,12 +257,7 @@ async fn skip_swarm_interaction_reads_without_writing() {
 
 #[tokio::test]
 async fn skip_response_writes_after_the_reply() {
-    let journal = Arc::new(Journal::default());
-    let t = start(&journal, "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: fill, skip_response: true}\n").await;
-    t.store()
-        .put_seeder(IH, announce(7, 0, Event::None).peer)
-        .await
-        .unwrap();
+    let t = start_with_a_seeder("{label: fill, skip_response: true}").await;
     let logic = t.logic();
     let req = announce(3000, 10, Event::Started);
     let (mut ctx, mut resp) = (RequestContext::new(), AnnounceResponse::default());

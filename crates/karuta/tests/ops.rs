@@ -23,10 +23,8 @@ use tracker::bittorrent::{
 };
 use tracker::config::ConfigDuration;
 use tracker::stats::HistogramSnapshot;
-use tracker::{
-    DriverConfig, Hook, HookFuture, PeerStore, ReadyOrBoxed, RequestContext, StoreError,
-    StoreFuture, StoreStats,
-};
+use tracker::testing::FnHook;
+use tracker::{DriverConfig, Hook, PeerStore, ReadyOrBoxed, StoreError, StoreFuture, StoreStats};
 
 /// The memory store, with a switch that makes it report itself unavailable.
 struct Flaky {
@@ -97,20 +95,14 @@ struct DenyOptions {}
 impl DriverConfig for DenyOptions {}
 
 /// Rejects the info hash 0xee….
-struct Deny;
-impl Hook for Deny {
-    fn handle_announce<'a>(
-        &'a self,
-        _: &'a mut RequestContext,
-        req: &'a AnnounceRequest,
-        _: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
-        ReadyOrBoxed::ready(if req.info_hash.0 == [0xee; 20] {
+fn deny() -> FnHook {
+    FnHook::new().on_announce(|_, req, _| {
+        if req.info_hash.0 == [0xee; 20] {
             Err(ClientError::new("unapproved torrent").into())
         } else {
             Ok(())
-        })
-    }
+        }
+    })
 }
 
 struct Running {
@@ -136,7 +128,9 @@ async fn start() -> Running {
             down: Arc::clone(&switch),
         }) as Arc<dyn PeerStore>)
     });
-    registry.register_hook("deny", |_: DenyOptions| Ok(Arc::new(Deny) as Arc<dyn Hook>));
+    registry.register_hook("deny", |_: DenyOptions| {
+        Ok(Arc::new(deny()) as Arc<dyn Hook>)
+    });
     let yaml = "karuta:\n  http:\n    addr: \"127.0.0.1:0\"\n    enable_request_timing: true\n    announce_routes: [\"/announce\", \"/:passkey/announce\"]\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"ops\"\n    enable_request_timing: true\n  storage:\n    name: flaky\n  prehooks:\n    - name: deny\n";
     let registry = Arc::new(registry);
     let loaded = config::parse(&ConfigSource::Embedded, yaml, &registry).unwrap();
@@ -234,76 +228,21 @@ async fn metrics_after_real_traffic_have_chihayas_names_and_labels() {
     let v4 = |action: &str, err: &str| {
         format!("{{action=\"{action}\",address_family=\"IPv4\",error=\"{err}\"}}")
     };
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_udp_response_duration_milliseconds_count{}",
-                v4("announce", "")
-            )
-        ),
-        3.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_udp_response_duration_milliseconds_count{}",
-                v4("connect", "")
-            )
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_udp_response_duration_milliseconds_count{}",
-                v4("scrape", "")
-            )
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_udp_response_duration_milliseconds_count{}",
-                v4("announce", "error")
-            )
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_http_response_duration_milliseconds_count{}",
-                v4("announce", "")
-            )
-        ),
-        2.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_http_response_duration_milliseconds_count{}",
-                v4("announce", "error")
-            )
-        ),
-        2.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            &format!(
-                "chihaya_http_response_duration_milliseconds_count{}",
-                v4("scrape", "")
-            )
-        ),
-        1.0
-    );
+    for (frontend, action, err, count) in [
+        ("udp", "announce", "", 3.0),
+        ("udp", "connect", "", 1.0),
+        ("udp", "scrape", "", 1.0),
+        ("udp", "announce", "error", 1.0),
+        ("http", "announce", "", 2.0),
+        ("http", "announce", "error", 2.0),
+        ("http", "scrape", "", 1.0),
+    ] {
+        let series = format!(
+            "chihaya_{frontend}_response_duration_milliseconds_count{}",
+            v4(action, err)
+        );
+        assert_eq!(sample(&m, &series), count, "{series}");
+    }
     let sum = sample(
         &m,
         &format!(
@@ -536,45 +475,25 @@ async fn the_stats_page_renders_the_trackers_numbers() {
 struct NoOptions {}
 impl DriverConfig for NoOptions {}
 
-/// The port of the announce that [`PanicOnPort`] panics on.
+/// The port of the announce that [`panic_on_port`] panics on.
 const PANIC_PORT: u16 = 6666;
 
 /// A buggy hook: panics on the announce from port [`PANIC_PORT`].
-struct PanicOnPort;
-impl Hook for PanicOnPort {
-    fn handle_announce<'a>(
-        &'a self,
-        _: &'a mut RequestContext,
-        req: &'a AnnounceRequest,
-        _: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
+fn panic_on_port() -> FnHook {
+    FnHook::new().on_announce(|_, req, _| {
         assert_ne!(req.peer.port, PANIC_PORT, "the chosen request");
-        ReadyOrBoxed::ready(Ok(()))
-    }
+        Ok(())
+    })
 }
 
 /// A broken hook: fails every scrape with an internal error (not the
 /// client's fault).
-struct BrokenScrapes;
-impl Hook for BrokenScrapes {
-    fn handle_announce<'a>(
-        &'a self,
-        _: &'a mut RequestContext,
-        _: &'a AnnounceRequest,
-        _: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
-        ReadyOrBoxed::ready(Ok(()))
-    }
-    fn handle_scrape<'a>(
-        &'a self,
-        _: &'a mut RequestContext,
-        _: &'a tracker::bittorrent::ScrapeRequest,
-        _: &'a mut tracker::bittorrent::ScrapeResponse,
-    ) -> HookFuture<'a> {
-        ReadyOrBoxed::ready(Err(tracker::TrackerError::Internal(
+fn broken_scrapes() -> FnHook {
+    FnHook::new().on_scrape(|_, _, _| {
+        Err(tracker::TrackerError::Internal(
             "a broken scrape hook".into(),
-        )))
-    }
+        ))
+    })
 }
 
 /// What the process logs, for tests that look for a line.
@@ -652,7 +571,7 @@ async fn start_with_prehook<H: Hook>(hook: &str, build: fn() -> H) -> (karuta::T
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_udp_worker_is_logged_when_it_dies_and_fails_health() {
     let logs = Logs::capture();
-    let (tracker, ops) = start_with_prehook("panic on port", || PanicOnPort).await;
+    let (tracker, ops) = start_with_prehook("panic on port", panic_on_port).await;
     let (status, body) = tokio::task::block_in_place(|| get(ops.local_addr(), "/health"));
     assert_eq!(status, 200, "{body}");
 
@@ -695,7 +614,7 @@ async fn a_panicking_udp_worker_is_logged_when_it_dies_and_fails_health() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http_and_udp_log_failures_that_are_not_the_clients_alike() {
     let logs = Logs::capture();
-    let (tracker, ops) = start_with_prehook("broken scrapes", || BrokenScrapes).await;
+    let (tracker, ops) = start_with_prehook("broken scrapes", broken_scrapes).await;
     let http = tracker.http().unwrap().local_addr().unwrap();
     let udp = tracker.udp().unwrap().local_addr();
     let (status, body) = tokio::task::block_in_place(|| {

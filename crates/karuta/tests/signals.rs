@@ -5,10 +5,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use support::{Karuta, write_config};
+use support::{Karuta, karuta_command, write_config};
 use test_support::{TempDir, free_tcp_port, free_udp_port, http};
 
 fn config_with_interval(dir: &Path, minutes: u32) -> PathBuf {
@@ -69,18 +68,22 @@ fn a_broken_file_on_reload_keeps_the_running_configuration() {
     assert_eq!(code, Some(0));
 }
 
+/// Runs karuta on `config`, which must fail to start (exit code 1), and
+/// returns what it wrote to stderr.
+fn failed_start(config: &Path) -> String {
+    let out = karuta_command(&["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_bad_config_at_start_exits_non_zero_with_the_key() {
     let dir = TempDir::new("signals-start");
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, "chihaya:\n  storage:\n    name: nowhere\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_karuta"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed_start(&path);
     assert!(
         stderr.contains("chihaya.storage.name: unknown storage \"nowhere\""),
         "{stderr}"
@@ -100,13 +103,7 @@ fn an_unreachable_redis_at_start_exits_non_zero_naming_redis_broker() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_karuta"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed_start(&path);
     assert!(
         stderr.contains("chihaya.storage.config.redis_broker: cannot reach Redis"),
         "{stderr}"

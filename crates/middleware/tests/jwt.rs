@@ -3,8 +3,7 @@
 //! a token can be wrong, and a key rotation picked up by the refresher; and
 //! the JWK set over HTTPS, trusted through `jwk_set_ca_file`.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bittorrent::{InfoHash, PeerId};
@@ -13,11 +12,11 @@ use frontend_udp::client::{AnnounceParams, UdpClientError, UdpTrackerClient};
 use frontend_udp::{UdpConfig, UdpFrontend};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use storage_memory::{MemoryConfig, MemoryStore};
 use test_support::bencode::failure_reason;
+use test_support::canned::CannedServer;
+use test_support::logic::shared_memory_logic;
 use test_support::{TempDir, http, percent_encode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracker::{LogicConfig, NamedHook, Options, Registry, SharedLogic, TrackerLogic};
+use tracker::{NamedHook, Options, Registry, SharedLogic};
 
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "karuta-test";
@@ -100,30 +99,10 @@ fn b64(data: &[u8]) -> String {
     out
 }
 
-/// Answers one GET on `s` with `body`.
-async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, body: String) {
-    let mut req = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => req.extend_from_slice(&buf[..n]),
-        }
-    }
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = s.write_all(resp.as_bytes()).await;
-    let _ = s.shutdown().await;
-}
-
 /// A JWK set served over plain HTTP (or HTTPS); the set can be replaced while serving.
 struct JwksServer {
-    addr: SocketAddr,
+    server: CannedServer,
     tls: bool,
-    body: Arc<Mutex<String>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl JwksServer {
@@ -144,62 +123,32 @@ impl JwksServer {
         signers: &[&Signer],
         acceptor: Option<tokio_rustls::TlsAcceptor>,
     ) -> JwksServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let tls = acceptor.is_some();
-        let body = Arc::new(Mutex::new(String::new()));
-        let served = body.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    return;
-                };
-                let body = served.lock().unwrap().clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    match acceptor {
-                        None => respond(s, body).await,
-                        Some(acceptor) => {
-                            if let Ok(s) = acceptor.accept(s).await {
-                                respond(s, body).await;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        let server = JwksServer {
-            addr,
-            tls,
-            body,
-            task,
-        };
-        server.serve(signers);
-        server
+        let server = CannedServer::start("127.0.0.1:0", b"", acceptor).await;
+        let jwks = JwksServer { server, tls };
+        jwks.serve(signers);
+        jwks
     }
 
     fn serve(&self, signers: &[&Signer]) {
         let set = JwkSet {
             keys: signers.iter().map(|s| s.jwk()).collect(),
         };
-        *self.body.lock().unwrap() = serde_json::to_string(&set).unwrap();
+        let body = serde_json::to_string(&set).unwrap();
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        self.server.set_reply(reply.as_bytes());
     }
 
     fn url(&self) -> String {
+        let addr = self.server.addr();
         if self.tls {
-            format!(
-                "https://localhost:{}/.well-known/jwks.json",
-                self.addr.port()
-            )
+            format!("https://localhost:{}/.well-known/jwks.json", addr.port())
         } else {
-            format!("http://{}/.well-known/jwks.json", self.addr)
+            format!("http://{addr}/.well-known/jwks.json")
         }
-    }
-}
-
-impl Drop for JwksServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -243,19 +192,7 @@ impl Tracker {
             .build("jwt", "chihaya.prehooks[0].name", options)
             .await
             .unwrap();
-        let store = Arc::new(
-            MemoryStore::new(MemoryConfig {
-                shard_count: 4,
-                ..MemoryConfig::default()
-            })
-            .expect("a valid memory config"),
-        );
-        let logic = Arc::new(SharedLogic::new(TrackerLogic::new(
-            LogicConfig::default(),
-            store,
-            vec![NamedHook::new("jwt", hook)],
-            vec![],
-        )));
+        let logic = shared_memory_logic(vec![NamedHook::new("jwt", hook)], vec![]);
         let http = HttpFrontend::start(
             &HttpConfig {
                 addr: "127.0.0.1:0".into(),
@@ -463,24 +400,20 @@ async fn build_errors_name_the_url() {
         .err()
         .expect("no JWK set, no hook");
     assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_url");
-    let e = r
-        .hooks()
-        .validate(
-            "jwt",
-            "chihaya.prehooks[0].name",
-            &options("ftp://issuer.example/jwks.json", "1m"),
-        )
-        .unwrap_err();
-    assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_url");
-    let e = r
-        .hooks()
-        .validate(
-            "jwt",
-            "chihaya.prehooks[0].name",
-            &options("http://127.0.0.1/jwks.json", "0s"),
-        )
-        .unwrap_err();
-    assert_eq!(e.key, "chihaya.prehooks[0].options.jwk_set_update_interval");
+    for (url, interval, key) in [
+        ("ftp://issuer.example/jwks.json", "1m", "jwk_set_url"),
+        (
+            "http://127.0.0.1/jwks.json",
+            "0s",
+            "jwk_set_update_interval",
+        ),
+    ] {
+        let e = r
+            .hooks()
+            .validate("jwt", "chihaya.prehooks[0].name", &options(url, interval))
+            .unwrap_err();
+        assert_eq!(e.key, format!("chihaya.prehooks[0].options.{key}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -95,6 +95,24 @@ fn other_family_snatches<E: Entry>(map: &HashMap<InfoHash, Swarm<E>>, ih: &InfoH
     map.get(ih).map_or(0, |s| s.snatches)
 }
 
+/// [`Inner::with_swarm`] in one family's map, `mine`, next to the other
+/// family's, `other`.
+fn run_in_family<E: Entry, F: Entry, O: SwarmOp>(
+    mine: &mut HashMap<InfoHash, Swarm<E>>,
+    other: &HashMap<InfoHash, Swarm<F>>,
+    ih: InfoHash,
+    key: E::Key,
+    create: bool,
+    op: O,
+) -> (Option<(O::Out, Delta)>, u32) {
+    let other = other_family_snatches(other, &ih);
+    let swarm = match create {
+        true => Some(mine.entry(ih).or_default()),
+        false => mine.get_mut(&ih),
+    };
+    (swarm.map(|s| op.run(s, key)), other)
+}
+
 impl Inner {
     fn shard(&self, ih: &InfoHash) -> MutexGuard<'_, Shard> {
         let first = u32::from_be_bytes([ih.0[0], ih.0[1], ih.0[2], ih.0[3]]) as usize;
@@ -123,22 +141,8 @@ impl Inner {
         let mut shard = self.shard(&ih);
         let shard = &mut *shard;
         let (swarm_result, other) = match key_of(peer) {
-            Key::V4(k) => {
-                let other = other_family_snatches(&shard.v6, &ih);
-                let swarm = match create {
-                    true => Some(shard.v4.entry(ih).or_default()),
-                    false => shard.v4.get_mut(&ih),
-                };
-                (swarm.map(|s| op.run(s, k)), other)
-            }
-            Key::V6(k) => {
-                let other = other_family_snatches(&shard.v4, &ih);
-                let swarm = match create {
-                    true => Some(shard.v6.entry(ih).or_default()),
-                    false => shard.v6.get_mut(&ih),
-                };
-                (swarm.map(|s| op.run(s, k)), other)
-            }
+            Key::V4(k) => run_in_family(&mut shard.v4, &shard.v6, ih, k, create, op),
+            Key::V6(k) => run_in_family(&mut shard.v6, &shard.v4, ih, k, create, op),
         };
         match swarm_result {
             Some((out, delta)) => {

@@ -5,7 +5,7 @@
 use tracker::SwarmChange;
 use tracker::bittorrent::AnnounceResponse;
 
-use crate::entry::Entry;
+use crate::entry::{Entry, FamilyKey};
 use crate::swarm::{Delta, Role, Swarm};
 
 thread_local! {
@@ -63,7 +63,9 @@ impl SwarmOp for Select<'_> {
     type Out = ();
     fn run<E: Entry>(self, s: &mut Swarm<E>, k: E::Key) -> ((), Delta) {
         if self.want > 0 {
-            let subnet = self.subnet.map(|(v4, v6)| if E::IPV6 { v6 } else { v4 });
+            let subnet = self
+                .subnet
+                .map(|(v4, v6)| if E::Key::IPV6 { v6 } else { v4 });
             RNG.with(|rng| {
                 s.select(
                     k,

@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 use tracker::bittorrent::AnnounceResponse;
 
-use crate::entry::Entry;
+use crate::entry::{Entry, FamilyKey};
 
 /// Where a peer stands in a swarm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +206,7 @@ impl<E: Entry> Swarm<E> {
                 }
             }
             Some(prefix) => {
-                let (lo, hi) = E::subnet_bounds(me, prefix);
+                let (lo, hi) = me.subnet_bounds(prefix);
                 let near = |part: &[E]| {
                     part.partition_point(|e| e.key() < lo)..part.partition_point(|e| e.key() <= hi)
                 };
@@ -275,7 +275,7 @@ fn sample<E: Entry>(
     };
     let taken = if n <= want {
         for v in 0..n {
-            at(v).push_to(resp);
+            at(v).key().push_to(resp);
         }
         n
     } else {
@@ -290,12 +290,12 @@ fn sample<E: Entry>(
             if index >= n {
                 index -= n;
             }
-            at(index).push_to(resp);
+            at(index).key().push_to(resp);
             lo += size;
         }
         want
     };
-    E::shuffle_last(resp, taken, rng);
+    E::Key::shuffle_last(resp, taken, rng);
     taken
 }
 
@@ -318,34 +318,16 @@ mod tests {
     #[test]
     fn put_move_delete() {
         let mut s = Swarm::<V4Entry>::default();
-        assert_eq!(
-            s.put(key(3), Role::Leecher, 0),
-            Delta {
-                seeders: 0,
-                leechers: 1
-            }
-        );
-        assert_eq!(
-            s.put(key(1), Role::Leecher, 0),
-            Delta {
-                seeders: 0,
-                leechers: 1
-            }
-        );
-        assert_eq!(
-            s.put(key(2), Role::Seeder, 0),
-            Delta {
-                seeders: 1,
-                leechers: 0
-            }
-        );
-        assert_eq!(
-            s.put(key(3), Role::Seeder, 0),
-            Delta {
-                seeders: 1,
-                leechers: -1
-            }
-        );
+        for (n, role, seeders, leechers) in [
+            (3, Role::Leecher, 0, 1),
+            (1, Role::Leecher, 0, 1),
+            (2, Role::Seeder, 1, 0),
+            // Leecher 3 becomes a seeder.
+            (3, Role::Seeder, 1, -1),
+        ] {
+            let delta = s.put(key(n), role, 0);
+            assert_eq!(delta, Delta { seeders, leechers }, "{n} as {role:?}");
+        }
         assert_eq!((s.seeders(), s.leechers()), (2, 1));
         assert_eq!(s.find(key(1)), Some((Role::Leecher, 2)));
         assert_eq!(s.find(key(3)), Some((Role::Seeder, 1)));

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use storage_memory::{MemoryConfig, MemoryStore};
 use tracker::bittorrent::{
-    AddressFamily, AnnounceResponse, Event, InfoHash, Params, Peer, PeerId, ScrapeRequest,
+    AddressFamily, AnnounceResponse, Event, InfoHash, Params, Peer, PeerId, Scrape, ScrapeRequest,
     ScrapeResponse,
 };
 use tracker::config::ConfigDuration;
 use tracker::conformance::{StoreTestConfig, announce, peer};
-use tracker::{PeerStore, StoreError, SwarmChange};
+use tracker::{PeerStore, StoreError, StoreFuture, SwarmChange};
 
 const INFO_HASHES: u8 = 3;
 const PEERS_PER_FAMILY: u16 = 6;
@@ -229,6 +229,24 @@ impl Model {
         (seeders, leechers, snatches)
     }
 
+    /// Checks a store's scrape of `ih` in family `f` against the model.
+    fn check_scrape(
+        &self,
+        sc: &Scrape,
+        ih: u8,
+        f: AddressFamily,
+        ctx: &str,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(sc.info_hash, info_hash(ih), "{}", ctx);
+        prop_assert_eq!(
+            (sc.complete, sc.incomplete, sc.snatches),
+            self.counts(ih, f),
+            "{}",
+            ctx
+        );
+        Ok(())
+    }
+
     fn delete(&mut self, ih: u8, p: PeerSel, seeder: bool) -> Result<(), StoreError> {
         let removed = self.swarms.get_mut(&(ih, p.family)).is_some_and(|s| {
             if seeder {
@@ -263,19 +281,14 @@ fn check_peers(
     };
     prop_assert_eq!(other_family, 0, "peers of the other family returned");
 
-    let addr_of = |n: &u16| peer(me.family, *n).addr();
-    let seeders: HashSet<SocketAddr> = s
-        .seeders
-        .iter()
-        .filter(|&&n| n != me.n)
-        .map(addr_of)
-        .collect();
-    let leechers: HashSet<SocketAddr> = s
-        .leechers
-        .iter()
-        .filter(|&&n| n != me.n)
-        .map(addr_of)
-        .collect();
+    // The addresses of a role's peers but the announcer.
+    let others = |ns: &BTreeSet<u16>| -> HashSet<SocketAddr> {
+        ns.iter()
+            .filter(|&&n| n != me.n)
+            .map(|&n| peer(me.family, n).addr())
+            .collect()
+    };
+    let (seeders, leechers) = (others(&s.seeders), others(&s.leechers));
     let want = num_want as usize;
 
     let got = addrs(resp);
@@ -317,6 +330,16 @@ fn check_peers(
     Ok(())
 }
 
+/// Checks that the store accepts a call the model says must succeed.
+fn accepted(
+    rt: &tokio::runtime::Runtime,
+    call: StoreFuture<'_, ()>,
+    ctx: &str,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(rt.block_on(call), Ok(()), "{}", ctx);
+    Ok(())
+}
+
 fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -329,21 +352,11 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let ctx = format!("step {step}: {op:?}");
         match *op {
             Op::PutSeeder(h, p) => {
-                prop_assert_eq!(
-                    rt.block_on(s.put_seeder(info_hash(h), p.peer())),
-                    Ok(()),
-                    "{}",
-                    ctx
-                );
+                accepted(&rt, s.put_seeder(info_hash(h), p.peer()), &ctx)?;
                 model.swarm(h, p.family).put_seeder(p.n);
             }
             Op::PutLeecher(h, p) => {
-                prop_assert_eq!(
-                    rt.block_on(s.put_leecher(info_hash(h), p.peer())),
-                    Ok(()),
-                    "{}",
-                    ctx
-                );
+                accepted(&rt, s.put_leecher(info_hash(h), p.peer()), &ctx)?;
                 model.swarm(h, p.family).put_leecher(p.n);
             }
             Op::DeleteSeeder(h, p) => {
@@ -355,12 +368,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, model.delete(h, p, false), "{}", ctx);
             }
             Op::Graduate(h, p) => {
-                prop_assert_eq!(
-                    rt.block_on(s.graduate_leecher(info_hash(h), p.peer())),
-                    Ok(()),
-                    "{}",
-                    ctx
-                );
+                accepted(&rt, s.graduate_leecher(info_hash(h), p.peer()), &ctx)?;
                 model.swarm(h, p.family).graduate(p.n);
             }
             Op::Announce {
@@ -372,7 +380,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
             } => {
                 let req = announce(info_hash(h), p.peer(), event, left, num_want);
                 let mut resp = AnnounceResponse::default();
-                prop_assert_eq!(rt.block_on(s.announce(&req, &mut resp)), Ok(()), "{}", ctx);
+                accepted(&rt, s.announce(&req, &mut resp), &ctx)?;
 
                 let change = SwarmChange::of(&req);
                 let key = (h, p.family);
@@ -427,13 +435,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Scrape(h, f) => {
                 let got = rt.block_on(s.scrape(info_hash(h), f));
                 let sc = got.map_err(|e| TestCaseError::fail(format!("{ctx}: {e}")))?;
-                prop_assert_eq!(sc.info_hash, info_hash(h), "{}", ctx);
-                prop_assert_eq!(
-                    (sc.complete, sc.incomplete, sc.snatches),
-                    model.counts(h, f),
-                    "{}",
-                    ctx
-                );
+                model.check_scrape(&sc, h, f, &ctx)?;
             }
             Op::ScrapeMany(ref hs, f) => {
                 let req = ScrapeRequest {
@@ -442,21 +444,10 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     params: Params::default(),
                 };
                 let mut resp = ScrapeResponse::default();
-                prop_assert_eq!(
-                    rt.block_on(s.scrape_many(&req, &mut resp)),
-                    Ok(()),
-                    "{}",
-                    ctx
-                );
+                accepted(&rt, s.scrape_many(&req, &mut resp), &ctx)?;
                 prop_assert_eq!(resp.files.len(), hs.len(), "{}", ctx);
                 for (sc, &h) in resp.files.iter().zip(hs) {
-                    prop_assert_eq!(sc.info_hash, info_hash(h), "{}", ctx);
-                    prop_assert_eq!(
-                        (sc.complete, sc.incomplete, sc.snatches),
-                        model.counts(h, f),
-                        "{}",
-                        ctx
-                    );
+                    model.check_scrape(sc, h, f, &ctx)?;
                 }
             }
         }

@@ -3,6 +3,8 @@
 //! - [`http`]: a raw HTTP/1.1 GET over std's `TcpStream`, for tests that must
 //!   see the bytes on the wire (status, head, body), and a reader for one
 //!   response on a kept-alive connection.
+//! - [`canned`]: an async HTTP(S) server that answers with canned bytes and
+//!   keeps the request heads, for the tests of outgoing clients.
 //! - [`bencode`]: strict reading of tracker replies on top of
 //!   `bittorrent::bencode::decode`, with accessors that panic with the whole
 //!   value, so a failing assertion shows the reply.
@@ -11,6 +13,8 @@
 //! - [`postgres`]: a throwaway PostgreSQL cluster on a free port of 127.0.0.1,
 //!   with `psql`, fast and immediate stops and restarts on the same port.
 //! - [`tls`]: self-signed certificates and acceptors for TLS servers.
+//! - [`logic`]: a tracker logic with the hooks under test on a fresh memory
+//!   store, for the tests of the frontends and the middleware.
 //! - [`TempDir`], [`free_tcp_port`], [`free_udp_port`], and
 //!   [`percent_encode`] (the protocol crate's, re-exported so that a test
 //!   encodes info hashes the way clients do).
@@ -20,7 +24,9 @@
 //! kill): see [`process`] and [`TempDir`].
 
 pub mod bencode;
+pub mod canned;
 pub mod http;
+pub mod logic;
 mod port;
 pub mod postgres;
 pub mod process;

@@ -273,68 +273,35 @@ pub fn peer_store_benchmarks(c: &mut Criterion, name: &str, make: &dyn Fn() -> A
         ("1kInfohash", |i| (i % N, 0)),
         ("1kInfohash1k", |i| (i % N, (i * 3) % N)),
     ];
-    for (suffix, pick) in SPREADS {
-        write_bench(&mut group, &format!("Put{suffix}"), make, ex, |i, s| {
-            let (h, p) = pick(i);
-            ex.block_on(s.put_seeder(ihs[h], peers[p]))
-                .expect("put_seeder");
-        });
-    }
-    for (suffix, pick) in SPREADS {
-        write_bench(
-            &mut group,
-            &format!("DeleteNonexist{suffix}"),
-            make,
-            ex,
-            |i, s| {
+    type Write = fn(&Exec, &dyn PeerStore, InfoHash, Peer);
+    let writes: [(&str, Write); 5] = [
+        ("Put", |ex, s, h, p| {
+            ex.block_on(s.put_seeder(h, p)).expect("put_seeder");
+        }),
+        ("DeleteNonexist", |ex, s, h, p| {
+            let _ = black_box(ex.block_on(s.delete_seeder(h, p)));
+        }),
+        ("PutDelete", |ex, s, h, p| {
+            ex.block_on(s.put_seeder(h, p)).expect("put_seeder");
+            ex.block_on(s.delete_seeder(h, p)).expect("delete_seeder");
+        }),
+        ("GradNonexist", |ex, s, h, p| {
+            let _ = black_box(ex.block_on(s.graduate_leecher(h, p)));
+        }),
+        ("PutGradDelete", |ex, s, h, p| {
+            ex.block_on(s.put_leecher(h, p)).expect("put_leecher");
+            ex.block_on(s.graduate_leecher(h, p))
+                .expect("graduate_leecher");
+            ex.block_on(s.delete_seeder(h, p)).expect("delete_seeder");
+        }),
+    ];
+    for (name, write) in writes {
+        for (suffix, pick) in SPREADS {
+            write_bench(&mut group, &format!("{name}{suffix}"), make, ex, |i, s| {
                 let (h, p) = pick(i);
-                let _ = black_box(ex.block_on(s.delete_seeder(ihs[h], peers[p])));
-            },
-        );
-    }
-    for (suffix, pick) in SPREADS {
-        write_bench(
-            &mut group,
-            &format!("PutDelete{suffix}"),
-            make,
-            ex,
-            |i, s| {
-                let (h, p) = pick(i);
-                ex.block_on(s.put_seeder(ihs[h], peers[p]))
-                    .expect("put_seeder");
-                ex.block_on(s.delete_seeder(ihs[h], peers[p]))
-                    .expect("delete_seeder");
-            },
-        );
-    }
-    for (suffix, pick) in SPREADS {
-        write_bench(
-            &mut group,
-            &format!("GradNonexist{suffix}"),
-            make,
-            ex,
-            |i, s| {
-                let (h, p) = pick(i);
-                let _ = black_box(ex.block_on(s.graduate_leecher(ihs[h], peers[p])));
-            },
-        );
-    }
-    for (suffix, pick) in SPREADS {
-        write_bench(
-            &mut group,
-            &format!("PutGradDelete{suffix}"),
-            make,
-            ex,
-            |i, s| {
-                let (h, p) = pick(i);
-                ex.block_on(s.put_leecher(ihs[h], peers[p]))
-                    .expect("put_leecher");
-                ex.block_on(s.graduate_leecher(ihs[h], peers[p]))
-                    .expect("graduate_leecher");
-                ex.block_on(s.delete_seeder(ihs[h], peers[p]))
-                    .expect("delete_seeder");
-            },
-        );
+                write(ex, s, ihs[h], peers[p]);
+            });
+        }
     }
 
     // Reads on 1000 swarms of 500 seeders and 500 leechers.

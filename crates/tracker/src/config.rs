@@ -314,22 +314,15 @@ mod tests {
     #[test]
     fn listen_addrs() {
         assert_eq!(parse_listen_addr("").unwrap(), None);
-        assert_eq!(
-            parse_listen_addr("0.0.0.0:6969").unwrap(),
-            Some("0.0.0.0:6969".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("[::1]:80").unwrap(),
-            Some("[::1]:80".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr(":6969").unwrap(),
-            Some("[::]:6969".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("localhost:1").unwrap(),
-            Some("127.0.0.1:1".parse().unwrap())
-        );
+        for (text, addr) in [
+            ("0.0.0.0:6969", "0.0.0.0:6969"),
+            ("[::1]:80", "[::1]:80"),
+            (":6969", "[::]:6969"),
+            ("localhost:1", "127.0.0.1:1"),
+        ] {
+            let want = Some(addr.parse().unwrap());
+            assert_eq!(parse_listen_addr(text).unwrap(), want, "{text}");
+        }
         assert!(parse_listen_addr("nonsense").is_err());
         assert!(parse_listen_addr(":99999").is_err());
     }

@@ -137,18 +137,14 @@ mod tests {
     fn ranges() {
         let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
-        assert_eq!(
-            ipv4_range(v4("192.168.7.9"), 24),
-            (v4("192.168.7.0"), v4("192.168.7.255"))
-        );
-        assert_eq!(
-            ipv4_range(v4("1.2.3.4"), 0),
-            (v4("0.0.0.0"), v4("255.255.255.255"))
-        );
-        assert_eq!(
-            ipv4_range(v4("1.2.3.4"), 40),
-            (v4("1.2.3.4"), v4("1.2.3.4"))
-        );
+        for (ip, prefix, first, last) in [
+            ("192.168.7.9", 24, "192.168.7.0", "192.168.7.255"),
+            ("1.2.3.4", 0, "0.0.0.0", "255.255.255.255"),
+            ("1.2.3.4", 40, "1.2.3.4", "1.2.3.4"),
+        ] {
+            let want = (v4(first), v4(last));
+            assert_eq!(ipv4_range(v4(ip), prefix), want, "{ip}/{prefix}");
+        }
         assert_eq!(
             ipv6_range(v6("2001:db8::7"), 64),
             (v6("2001:db8::"), v6("2001:db8::ffff:ffff:ffff:ffff"))

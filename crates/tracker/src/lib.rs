@@ -33,6 +33,8 @@ pub mod telemetry;
 pub mod benchmarks;
 #[cfg(feature = "testing")]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config_error::ConfigError;
 pub use context::{Extensions, RequestContext};

@@ -320,8 +320,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{HookFuture, ReadyOrBoxed, RequestContext};
-    use bittorrent::{AnnounceRequest, AnnounceResponse};
+    use crate::testing::FnHook;
     use serde::Deserialize;
 
     #[derive(Deserialize)]
@@ -340,23 +339,11 @@ mod tests {
         }
     }
 
-    struct Nop;
-    impl Hook for Nop {
-        fn handle_announce<'a>(
-            &'a self,
-            _: &'a mut RequestContext,
-            _: &'a AnnounceRequest,
-            _: &'a mut AnnounceResponse,
-        ) -> HookFuture<'a> {
-            ReadyOrBoxed::ready(Ok(()))
-        }
-    }
-
     fn registry() -> Registry {
         let mut r = Registry::new();
         r.register_hook("limit", |c: Limit| {
             let _ = c.name;
-            Ok(Arc::new(Nop) as Arc<dyn Hook>)
+            Ok(Arc::new(FnHook::new()) as Arc<dyn Hook>)
         });
         r
     }
