@@ -200,13 +200,9 @@ impl Worker {
         let logic = self.logic.load();
         if logic.may_wait() {
             for i in 0..n {
-                let Some((packet, source)) = self.recv.packet(i) else {
-                    bump(&self.stats.packets_dropped);
-                    continue;
-                };
-                bump(&self.stats.packets_received);
-                add(&self.stats.bytes_received, packet.len() as u64);
-                self.in_flight.start(packet, source, now, &logic);
+                if let Some((packet, source)) = intake(&self.recv, &self.stats, i) {
+                    self.in_flight.start(packet, source, now, &logic);
+                }
             }
             return;
         }
@@ -217,12 +213,9 @@ impl Worker {
         };
         let mut bytes_out = 0u64;
         for i in 0..n {
-            let Some((packet, source)) = self.recv.packet(i) else {
-                bump(&self.stats.packets_dropped);
+            let Some((packet, source)) = intake(&self.recv, &self.stats, i) else {
                 continue;
             };
-            bump(&self.stats.packets_received);
-            add(&self.stats.bytes_received, packet.len() as u64);
             if self.send.is_full() {
                 flush(&mut self.send, &self.stats, socket).await;
             }
@@ -280,6 +273,22 @@ impl Worker {
             self.in_flight.after_reply(job, logic);
         }
     }
+}
+
+/// Packet `i` of a received batch, counted; `None` (counted as dropped) for
+/// one that was truncated.
+fn intake<'r>(
+    recv: &'r RecvBatch,
+    stats: &WorkerStats,
+    i: usize,
+) -> Option<(&'r [u8], SocketAddr)> {
+    let Some((packet, source)) = recv.packet(i) else {
+        bump(&stats.packets_dropped);
+        return None;
+    };
+    bump(&stats.packets_received);
+    add(&stats.bytes_received, packet.len() as u64);
+    Some((packet, source))
 }
 
 /// Counts an answered request (and its duration when timing is on).

@@ -8,32 +8,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bittorrent::udp;
-use bittorrent::{AnnounceRequest, AnnounceResponse, InfoHash, PeerId};
+use bittorrent::{InfoHash, PeerId};
 use frontend_udp::client::{AnnounceParams, UdpTrackerClient};
 use frontend_udp::{UdpConfig, UdpFrontend};
 use storage_memory::{MemoryConfig, MemoryStore};
-use tracker::{
-    Hook, HookFuture, LogicConfig, NamedHook, ReadyOrBoxed, RequestContext, SharedLogic,
-    TrackerLogic,
-};
+use tracker::testing::FnHook;
+use tracker::{Hook, LogicConfig, NamedHook, ReadyOrBoxed, SharedLogic, TrackerLogic};
 
 const SLOW_PORT: u16 = 1111;
 const DELAY: Duration = Duration::from_millis(500);
 
-/// Waits `DELAY` on announces from port `SLOW_PORT`; counts what it saw.
-#[derive(Default)]
-struct Slow {
-    seen: AtomicUsize,
-}
-
-impl Hook for Slow {
-    fn handle_announce<'a>(
-        &'a self,
-        _ctx: &'a mut RequestContext,
-        req: &'a AnnounceRequest,
-        _resp: &'a mut AnnounceResponse,
-    ) -> HookFuture<'a> {
-        self.seen.fetch_add(1, Ordering::SeqCst);
+/// A hook that waits `DELAY` on announces from port `SLOW_PORT`, and the
+/// count of announces it saw.
+fn slow() -> (Arc<dyn Hook>, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    let hook = FnHook::new().on_announce_future(move |_, req, _| {
+        count.fetch_add(1, Ordering::SeqCst);
         if req.peer.port != SLOW_PORT {
             return ReadyOrBoxed::ready(Ok(()));
         }
@@ -41,17 +32,14 @@ impl Hook for Slow {
             tokio::time::sleep(DELAY).await;
             Ok(())
         })
-    }
-
-    fn may_wait(&self) -> bool {
-        true
-    }
+    });
+    (Arc::new(hook), seen)
 }
 
 struct Fixture {
     frontend: UdpFrontend,
-    pre: Arc<Slow>,
-    post: Arc<Slow>,
+    pre: Arc<AtomicUsize>,
+    post: Arc<AtomicUsize>,
 }
 
 fn start() -> Fixture {
@@ -62,15 +50,12 @@ fn start() -> Fixture {
         ..UdpConfig::default()
     };
     let store = Arc::new(MemoryStore::new(MemoryConfig::default()).expect("a valid memory config"));
-    let (pre, post) = (Arc::new(Slow::default()), Arc::new(Slow::default()));
+    let ((pre_hook, pre), (post_hook, post)) = (slow(), slow());
     let logic = TrackerLogic::new(
         LogicConfig::default(),
         store,
-        vec![NamedHook::new("slow", Arc::clone(&pre) as Arc<dyn Hook>)],
-        vec![NamedHook::new(
-            "slow post",
-            Arc::clone(&post) as Arc<dyn Hook>,
-        )],
+        vec![NamedHook::new("slow", pre_hook)],
+        vec![NamedHook::new("slow post", post_hook)],
     );
     assert!(logic.may_wait());
     let frontend = UdpFrontend::start(
@@ -119,11 +104,11 @@ async fn a_waiting_request_lets_the_others_of_its_worker_through() {
     });
     // Post-hooks ran for every announce, after its reply.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while f.post.seen.load(Ordering::SeqCst) < 4 {
+    while f.post.load(Ordering::SeqCst) < 4 {
         assert!(Instant::now() < deadline, "post-hooks did not run");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(f.pre.seen.load(Ordering::SeqCst), 4);
+    assert_eq!(f.pre.load(Ordering::SeqCst), 4);
     f.frontend.stop().await;
 }
 
@@ -163,7 +148,7 @@ async fn a_stop_lets_waiting_requests_finish() {
     tokio::task::block_in_place(|| c.send_raw(&params(SLOW_PORT).encode(id, 9)).unwrap());
     // The request is in the worker's hands, waiting.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while f.pre.seen.load(Ordering::SeqCst) == 0 {
+    while f.pre.load(Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -4,6 +4,8 @@
 //! by headless Chromium, the Grafana dashboard's names, and logs that never
 //! show a passkey or a token.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -559,13 +561,7 @@ async fn start_with_prehook<H: Hook>(hook: &str, build: fn() -> H) -> (karuta::T
     let yaml = format!(
         "karuta:\n  http:\n    addr: \"127.0.0.1:0\"\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"ops\"\n    workers: 1\n  storage:\n    name: memory\n  prehooks:\n    - name: {hook}\n"
     );
-    let registry = Arc::new(registry);
-    let loaded = config::parse(&ConfigSource::Embedded, &yaml, &registry).unwrap();
-    let tracker = karuta::Tracker::start(registry, loaded).await.unwrap();
-    let ops = OpsServer::start("127.0.0.1:0".parse().unwrap(), tracker.observed())
-        .await
-        .unwrap();
-    (tracker, ops)
+    support::start_in_process(registry, &yaml).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,6 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use karuta::config::{self, ConfigSource};
 use karuta::ops::OpsServer;
 use privtrak::handlers::memory::MemoryHandler;
 use support::accounting::{Client, Totals, Tracker, Via, truth};
@@ -43,13 +42,7 @@ async fn start(h: &MemoryHandler, dir: &std::path::Path) -> (karuta::Tracker, Op
 "#,
         dir.display()
     );
-    let registry = Arc::new(registry);
-    let loaded = config::parse(&ConfigSource::Embedded, &yaml, &registry).unwrap();
-    let tracker = karuta::Tracker::start(registry, loaded).await.unwrap();
-    let ops = OpsServer::start("127.0.0.1:0".parse().unwrap(), tracker.observed())
-        .await
-        .unwrap();
-    (tracker, ops)
+    support::start_in_process(registry, &yaml).await
 }
 
 /// A gauge or counter of `/metrics` (no labels).

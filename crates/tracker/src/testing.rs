@@ -34,6 +34,8 @@ pub struct FnHook {
     announce: Box<AnnounceFn>,
     scrape: Box<ScrapeFn>,
     stop: Box<dyn Fn() + Send + Sync>,
+    /// Given a closure returning futures (which may wait).
+    waits: bool,
 }
 
 impl Default for FnHook {
@@ -42,6 +44,7 @@ impl Default for FnHook {
             announce: Box::new(|_, _, _| ReadyOrBoxed::ready(Ok(()))),
             scrape: Box::new(|_, _, _| ReadyOrBoxed::ready(Ok(()))),
             stop: Box::new(|| {}),
+            waits: false,
         }
     }
 }
@@ -64,11 +67,15 @@ impl FnHook {
         + Sync
         + 'static,
     ) -> FnHook {
-        self.on_announce_future(move |ctx, req, resp| ReadyOrBoxed::ready(f(ctx, req, resp)))
+        let waits = self.waits;
+        let mut hook =
+            self.on_announce_future(move |ctx, req, resp| ReadyOrBoxed::ready(f(ctx, req, resp)));
+        hook.waits = waits;
+        hook
     }
 
     /// Answers every announce with the future `f` returns: a hook that may
-    /// wait.
+    /// wait ([`Hook::may_wait`]).
     pub fn on_announce_future(
         mut self,
         f: impl for<'a> Fn(
@@ -81,6 +88,7 @@ impl FnHook {
         + 'static,
     ) -> FnHook {
         self.announce = Box::new(f);
+        self.waits = true;
         self
     }
 
@@ -92,7 +100,11 @@ impl FnHook {
         + Sync
         + 'static,
     ) -> FnHook {
-        self.on_scrape_future(move |ctx, req, resp| ReadyOrBoxed::ready(f(ctx, req, resp)))
+        let waits = self.waits;
+        let mut hook =
+            self.on_scrape_future(move |ctx, req, resp| ReadyOrBoxed::ready(f(ctx, req, resp)));
+        hook.waits = waits;
+        hook
     }
 
     /// Answers every scrape with the future `f` returns.
@@ -108,6 +120,7 @@ impl FnHook {
         + 'static,
     ) -> FnHook {
         self.scrape = Box::new(f);
+        self.waits = true;
         self
     }
 
@@ -119,6 +132,10 @@ impl FnHook {
 }
 
 impl Hook for FnHook {
+    fn may_wait(&self) -> bool {
+        self.waits
+    }
+
     fn handle_announce<'a>(
         &'a self,
         ctx: &'a mut RequestContext,

@@ -16,6 +16,22 @@ use test_support::process::spawn_tied;
 
 pub mod accounting;
 
+/// A tracker in this process, from `yaml` and `registry`, with the
+/// operations server on a free port of 127.0.0.1.
+pub async fn start_in_process(
+    registry: tracker::Registry,
+    yaml: &str,
+) -> (karuta::Tracker, karuta::ops::OpsServer) {
+    let registry = std::sync::Arc::new(registry);
+    let loaded =
+        karuta::config::parse(&karuta::config::ConfigSource::Embedded, yaml, &registry).unwrap();
+    let tracker = karuta::Tracker::start(registry, loaded).await.unwrap();
+    let ops = karuta::ops::OpsServer::start("127.0.0.1:0".parse().unwrap(), tracker.observed())
+        .await
+        .unwrap();
+    (tracker, ops)
+}
+
 /// Writes `text` to `path` through a rename, so that a reload never reads a
 /// half-written file.
 pub fn write_config(path: &Path, text: &str) {
