@@ -19,7 +19,7 @@ use std::time::Duration;
 use frontend_http::HttpFrontend;
 use frontend_udp::UdpFrontend;
 use tokio::signal::unix::{SignalKind, signal};
-use tracker::{ConfigError, NamedHook, PeerStore, Registry, SharedLogic, TrackerLogic};
+use tracker::{ConfigError, NamedHook, PeerStore, Registry, SharedLogic, StopReason, TrackerLogic};
 
 use crate::config::{self, ConfigFileError, ConfigSource, HookPhase, LoadedConfig};
 use crate::observe::{FrontendState, Observed};
@@ -97,12 +97,15 @@ fn start_udp(
     })
 }
 
-/// Builds the hook chain; if one hook fails, those already built are stopped.
+/// Builds the hook chain; if one hook fails, those already built are
+/// stopped, for `on_failure` (a start that fails ends the process; a reload
+/// that fails keeps the tracker running).
 async fn build_logic(
     registry: &Registry,
     config: &LoadedConfig,
     store: Arc<dyn PeerStore>,
     observed: &Observed,
+    on_failure: StopReason,
 ) -> Result<TrackerLogic, ConfigFileError> {
     let mut built: [Vec<NamedHook>; 2] = [Vec::new(), Vec::new()];
     for (slot, phase) in [HookPhase::Pre, HookPhase::Post].into_iter().enumerate() {
@@ -118,7 +121,7 @@ async fn build_logic(
                 }
                 Err(e) => {
                     for named in built.iter().flatten() {
-                        named.hook.stop().await;
+                        named.hook.stop(on_failure).await;
                     }
                     return Err(ConfigFileError::with_key(&config.source, e));
                 }
@@ -130,9 +133,10 @@ async fn build_logic(
 }
 
 /// Waits until `logic` has no other users (requests in flight), at most
-/// `timeout`, then stops its hooks. The wait is woken by the last user's drop,
-/// not polled. Returns how many users were left when the hooks were stopped.
-async fn retire(logic: Arc<TrackerLogic>, timeout: Duration) -> usize {
+/// `timeout`, then stops its hooks for `reason`. The wait is woken by the last
+/// user's drop, not polled. Returns how many users were left when the hooks
+/// were stopped.
+async fn retire(logic: Arc<TrackerLogic>, timeout: Duration, reason: StopReason) -> usize {
     let retiring = logic.retire();
     // No timer when no one is left: a stop then needs no runtime's clock
     // (the allocation test stops the tracker by polling it once).
@@ -150,7 +154,7 @@ async fn retire(logic: Arc<TrackerLogic>, timeout: Duration) -> usize {
             "requests still hold the previous configuration; stopping its hooks anyway"
         );
     }
-    retiring.stop_hooks().await;
+    retiring.stop_hooks(reason).await;
     users
 }
 
@@ -168,7 +172,15 @@ impl Tracker {
             .await
             .map_err(|e| ConfigFileError::with_key(&config.source, e))?;
         let observed = Arc::new(Observed::new(Arc::clone(&store)));
-        let logic = match build_logic(&registry, &config, Arc::clone(&store), &observed).await {
+        let logic = match build_logic(
+            &registry,
+            &config,
+            Arc::clone(&store),
+            &observed,
+            StopReason::Shutdown,
+        )
+        .await
+        {
             Ok(logic) => Arc::new(SharedLogic::new(logic)),
             Err(e) => {
                 let _ = store.stop().await;
@@ -187,7 +199,7 @@ impl Tracker {
         let (udp, http) = match frontends {
             Ok(f) => f,
             Err(e) => {
-                logic.load().stop_hooks().await;
+                logic.load().stop_hooks(StopReason::Shutdown).await;
                 let _ = store.stop().await;
                 return Err(e);
             }
@@ -300,6 +312,7 @@ impl Tracker {
             &new,
             Arc::clone(&self.store),
             &self.observed,
+            StopReason::Reload,
         )
         .await?;
         let old = self.logic.replace(logic);
@@ -336,7 +349,7 @@ impl Tracker {
         self.record_frontends();
         self.reloads += 1;
         self.log_configuration();
-        retire(old, RETIRE_TIMEOUT).await;
+        retire(old, RETIRE_TIMEOUT, StopReason::Reload).await;
         Ok(())
     }
 
@@ -352,9 +365,9 @@ impl Tracker {
         // With the frontends gone, the tracker is the slot's last owner.
         match Arc::try_unwrap(self.logic) {
             Ok(shared) => {
-                retire(shared.into_inner(), RETIRE_TIMEOUT).await;
+                retire(shared.into_inner(), RETIRE_TIMEOUT, StopReason::Shutdown).await;
             }
-            Err(shared) => shared.load().stop_hooks().await,
+            Err(shared) => shared.load().stop_hooks(StopReason::Shutdown).await,
         }
         if let Err(e) = self.store.stop().await {
             tracing::error!(error = %e, "stopping the store failed");
@@ -436,7 +449,7 @@ mod tests {
     /// A hook that counts its stops in `stops`.
     fn counting_stops(stops: &Arc<AtomicUsize>) -> Arc<FnHook> {
         let stops = Arc::clone(stops);
-        Arc::new(FnHook::new().on_stop(move || {
+        Arc::new(FnHook::new().on_stop(move |_| {
             stops.fetch_add(1, Ordering::SeqCst);
         }))
     }
@@ -461,7 +474,7 @@ mod tests {
         let logic = logic(&pre, &post);
         let request = Arc::clone(&logic);
         let retired = tokio::spawn(async move {
-            let users = retire(logic, RETIRE_TIMEOUT).await;
+            let users = retire(logic, RETIRE_TIMEOUT, StopReason::Reload).await;
             (users, Instant::now())
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -483,7 +496,10 @@ mod tests {
     async fn retire_without_users_ends_at_once() {
         let (pre, post) = (Arc::default(), Arc::default());
         let started = Instant::now();
-        assert_eq!(retire(logic(&pre, &post), RETIRE_TIMEOUT).await, 0);
+        assert_eq!(
+            retire(logic(&pre, &post), RETIRE_TIMEOUT, StopReason::Shutdown).await,
+            0
+        );
         assert_eq!(Instant::now(), started);
         assert_eq!(stops([&pre, &post]), [1, 1]);
     }
@@ -494,7 +510,11 @@ mod tests {
         let logic = logic(&pre, &post);
         let requests = [Arc::clone(&logic), Arc::clone(&logic)];
         let started = Instant::now();
-        assert_eq!(retire(logic, RETIRE_TIMEOUT).await, 2, "users left");
+        assert_eq!(
+            retire(logic, RETIRE_TIMEOUT, StopReason::Reload).await,
+            2,
+            "users left"
+        );
         assert_eq!(Instant::now() - started, RETIRE_TIMEOUT);
         assert_eq!(stops([&pre, &post]), [1, 1]);
         // The last user letting go later does not stop the hooks again.

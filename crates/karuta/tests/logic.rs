@@ -17,13 +17,17 @@ use tracker::bittorrent::{
     PeerId, ScrapeRequest, ScrapeResponse,
 };
 use tracker::testing::FnHook;
-use tracker::{DriverConfig, Hook, ReadyOrBoxed, Registry, RequestContext, TrackerError};
+use tracker::{
+    DriverConfig, Hook, ReadyOrBoxed, Registry, RequestContext, StopReason, TrackerError,
+};
 
 /// What the test hooks saw, in order.
 #[derive(Default)]
 struct Journal {
     events: Mutex<Vec<String>>,
     stops: AtomicUsize,
+    /// Why each stop happened, in order.
+    reasons: Mutex<Vec<StopReason>>,
 }
 
 impl Journal {
@@ -86,8 +90,9 @@ fn probe(options: ProbeOptions, journal: &Arc<Journal>) -> FnHook {
             scrapes.log(format!("{label} scrape {}", req.info_hashes.len()));
             Ok(())
         })
-        .on_stop(move || {
+        .on_stop(move |reason| {
             stops.stops.fetch_add(1, Ordering::SeqCst);
+            stops.reasons.lock().unwrap().push(reason);
         })
 }
 
@@ -305,6 +310,7 @@ async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
     .unwrap();
     t.reload().await.unwrap();
     assert_eq!(journal.stops.load(Ordering::SeqCst), 3);
+    assert_eq!(*journal.reasons.lock().unwrap(), [StopReason::Reload; 3]);
     journal.take();
 
     // The swarm announced before the reload is served after it.
@@ -325,6 +331,10 @@ async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
 
     t.shutdown().await;
     assert_eq!(journal.stops.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        journal.reasons.lock().unwrap().last(),
+        Some(&StopReason::Shutdown)
+    );
 }
 
 #[tokio::test]

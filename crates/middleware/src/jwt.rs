@@ -290,7 +290,7 @@ impl tracker::Hook for Jwt {
         })
     }
 
-    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
+    fn stop(&self, _reason: tracker::StopReason) -> ReadyOrBoxed<'_, ()> {
         self.stop_refresher();
         ReadyOrBoxed::ready(())
     }

@@ -234,7 +234,7 @@ impl tracker::Hook for TorrentApproval {
         ReadyOrBoxed::ready(if all { Ok(()) } else { Err(UNAPPROVED.into()) })
     }
 
-    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
+    fn stop(&self, _reason: tracker::StopReason) -> ReadyOrBoxed<'_, ()> {
         if let Some(stop) = &self.stop_watching {
             let _ = stop.send(());
         }
@@ -330,7 +330,7 @@ mod tests {
             hook.approves(&a) && hook.approves(&b),
             "a bad file keeps the previous list"
         );
-        tracker::Hook::stop(&hook);
+        tracker::Hook::stop(&hook, tracker::StopReason::Shutdown);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

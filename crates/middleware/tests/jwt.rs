@@ -269,7 +269,10 @@ impl Tracker {
     async fn stop(self) {
         self.http.stop().await;
         self.udp.stop().await;
-        self.logic.load().stop_hooks().await;
+        self.logic
+            .load()
+            .stop_hooks(tracker::StopReason::Shutdown)
+            .await;
     }
 }
 

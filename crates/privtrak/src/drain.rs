@@ -23,8 +23,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Runs until privtrak stops and everything appended is handed over (or the
 /// task is aborted at the shutdown deadline). `applied` is the handler's
 /// position, when it said at open.
-pub(crate) async fn run(p: Arc<Privtrak>, applied: Option<u64>) {
-    let mut stop = p.stop.subscribe();
+pub(crate) async fn run(
+    p: Arc<Privtrak>,
+    applied: Option<u64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let applied = match applied {
         Some(applied) => applied,
         None => match learn_position(&p, &mut stop).await {

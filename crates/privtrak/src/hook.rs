@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use bittorrent::{AnnounceRequest, AnnounceResponse};
 use tracker::telemetry::{Health, MetricSample};
-use tracker::{HookFuture, ReadyOrBoxed, RequestContext};
+use tracker::{HookFuture, ReadyOrBoxed, RequestContext, StopReason};
 
 use crate::privtrak::{NotRecorded, Recorded};
 use crate::{Privtrak, UserIdentifier};
@@ -102,9 +102,12 @@ impl tracker::Hook for PrivtrakHook {
         Health::Ok
     }
 
-    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
-        if self.live.fetch_sub(1, Ordering::AcqRel) > 1 {
-            // A reload: the new hook carries on with the same state.
+    /// A reload keeps the state for the hook that replaces this one; the
+    /// last hook to go, or the tracker's stop, shuts it down (flushing what
+    /// is pending to the handler).
+    fn stop(&self, reason: StopReason) -> ReadyOrBoxed<'_, ()> {
+        let others = self.live.fetch_sub(1, Ordering::AcqRel) - 1;
+        if reason == StopReason::Reload && others > 0 {
             return ReadyOrBoxed::ready(());
         }
         ReadyOrBoxed::boxed(self.privtrak.shutdown())

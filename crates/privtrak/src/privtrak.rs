@@ -257,8 +257,17 @@ impl Privtrak {
         });
         privtrak.metrics.set_counts(records_held, users, memory);
         let tasks = vec![
-            tokio::spawn(drain::run(Arc::clone(&privtrak), applied)),
-            tokio::spawn(upkeep::run(Arc::clone(&privtrak))),
+            // Subscribed here, before anything can stop them: a receiver made
+            // after the stop would never see it.
+            tokio::spawn(drain::run(
+                Arc::clone(&privtrak),
+                applied,
+                privtrak.stop.subscribe(),
+            )),
+            tokio::spawn(upkeep::run(
+                Arc::clone(&privtrak),
+                privtrak.stop.subscribe(),
+            )),
         ];
         *privtrak
             .tasks

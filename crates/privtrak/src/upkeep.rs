@@ -18,14 +18,16 @@ use crate::journal::JournalError;
 use crate::journal::snapshot::SnapshotWriter;
 use crate::privtrak::unix_secs;
 
-pub(crate) async fn run(p: Arc<Privtrak>) {
-    let mut stop = p.stop.subscribe();
+pub(crate) async fn run(p: Arc<Privtrak>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let start = TokioInstant::now();
     let mut next_gc = start + p.settings().gc_interval;
     let mut next_report = start + p.settings().reporting_interval;
     let mut next_snapshot = start + p.settings().snapshot_interval;
     loop {
         let soonest = next_gc.min(next_report).min(next_snapshot);
+        if *stop.borrow() {
+            return;
+        }
         tokio::select! {
             () = sleep_until(soonest) => {}
             _ = stop.changed() => return,

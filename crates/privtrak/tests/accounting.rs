@@ -344,3 +344,40 @@ async fn a_start_with_the_handler_unreachable_serves_and_hands_over_once_it_answ
     assert_eq!(credited(&h, ALICE, 1), (900, 0));
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_state_and_the_last_hook_or_a_shutdown_ends_it() {
+    use tracker::{Hook, StopReason};
+    let tmp = tempfile::tempdir().unwrap();
+    let c = config(tmp.path());
+    let hook = |p: &Arc<Privtrak>, live: &Arc<std::sync::atomic::AtomicUsize>| {
+        privtrak::PrivtrakHook::new(
+            Arc::clone(p),
+            Box::new(privtrak::identifier(&c)),
+            Arc::clone(live),
+        )
+    };
+    let p = Privtrak::open(&c, Arc::new(MemoryHandler::new()))
+        .await
+        .unwrap();
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (old, new) = (hook(&p, &live), hook(&p, &live));
+    // A reload: the old hook stops, the new one carries on.
+    old.stop(StopReason::Reload).await;
+    assert!(!p.is_closed());
+    p.announce(ALICE, &announce(1, 1, Event::None, 5, 0, 1))
+        .await
+        .unwrap();
+    // The configuration no longer has privtrak: its last hook ends it.
+    new.stop(StopReason::Reload).await;
+    assert!(p.is_closed());
+
+    // A shutdown ends it whatever other hook is alive.
+    let p = Privtrak::open(&c, Arc::new(MemoryHandler::new()))
+        .await
+        .unwrap();
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (a, _b) = (hook(&p, &live), hook(&p, &live));
+    a.stop(StopReason::Shutdown).await;
+    assert!(p.is_closed());
+}

@@ -56,8 +56,23 @@ pub trait Hook: Send + Sync + 'static {
     }
 
     /// Releases the hook's resources (background refreshes, connections).
-    /// Called once when the tracker stops or reloads its configuration.
-    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
+    /// Called once per hook: when a reload has replaced it (and no request
+    /// uses it any more), or when the tracker stops. A hook whose state
+    /// outlives reloads (kept by its factory and handed to the next hook)
+    /// keeps it on [`StopReason::Reload`] and ends it on
+    /// [`StopReason::Shutdown`].
+    fn stop(&self, _reason: StopReason) -> ReadyOrBoxed<'_, ()> {
         ReadyOrBoxed::ready(())
     }
+}
+
+/// Why a hook is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A reload replaced the hook (a new one, from the same factory, may
+    /// carry on its state), or the configuration it belonged to failed to
+    /// build while the tracker keeps running.
+    Reload,
+    /// The tracker is stopping: nothing follows.
+    Shutdown,
 }

@@ -40,7 +40,7 @@ pub use config_error::ConfigError;
 pub use context::{Extensions, RequestContext};
 pub use error::{StoreError, TrackerError};
 pub use future::ReadyOrBoxed;
-pub use hook::{Hook, HookFuture};
+pub use hook::{Hook, HookFuture, StopReason};
 pub use limits::{MAX_NUMWANT_LIMIT, RequestLimits};
 pub use logic::{LogicConfig, NamedHook, Retiring, SharedLogic, TrackerLogic};
 pub use registry::{BuildFuture, DriverConfig, Drivers, Options, Registry};

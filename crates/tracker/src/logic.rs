@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use bittorrent::{AnnounceRequest, AnnounceResponse, ScrapeRequest, ScrapeResponse};
 
-use crate::{Hook, PeerStore, RequestContext, StoreError, SwarmChange, TrackerError};
+use crate::{Hook, PeerStore, RequestContext, StopReason, StoreError, SwarmChange, TrackerError};
 
 /// chihaya's response settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,8 +244,8 @@ impl TrackerLogic {
 
     /// Stops every hook (pre then post), once each. The store is not stopped:
     /// it outlives configuration reloads and is stopped by its owner.
-    pub async fn stop_hooks(&self) {
-        stop_each(self.pre_hooks.iter().chain(&self.post_hooks)).await;
+    pub async fn stop_hooks(&self, reason: StopReason) {
+        stop_each(self.pre_hooks.iter().chain(&self.post_hooks), reason).await;
     }
 
     /// Takes this handle out of service, keeping only what is needed to stop
@@ -264,9 +264,9 @@ impl TrackerLogic {
     }
 }
 
-async fn stop_each(hooks: impl Iterator<Item = &NamedHook>) {
+async fn stop_each(hooks: impl Iterator<Item = &NamedHook>, reason: StopReason) {
     for named in hooks {
-        named.hook.stop().await;
+        named.hook.stop(reason).await;
         tracing::debug!(hook = %named.name, "hook stopped");
     }
 }
@@ -295,8 +295,8 @@ impl Retiring {
 
     /// Stops every hook (pre then post), once each: consuming `self` makes a
     /// second stop impossible.
-    pub async fn stop_hooks(self) {
-        stop_each(self.hooks.iter()).await;
+    pub async fn stop_hooks(self, reason: StopReason) {
+        stop_each(self.hooks.iter(), reason).await;
     }
 }
 

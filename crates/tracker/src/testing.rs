@@ -5,7 +5,7 @@
 
 use bittorrent::{AnnounceRequest, AnnounceResponse, ScrapeRequest, ScrapeResponse};
 
-use crate::{Hook, HookFuture, ReadyOrBoxed, RequestContext, TrackerError};
+use crate::{Hook, HookFuture, ReadyOrBoxed, RequestContext, StopReason, TrackerError};
 
 type AnnounceFn = dyn for<'a> Fn(
         &'a mut RequestContext,
@@ -33,7 +33,7 @@ type ScrapeFn = dyn for<'a> Fn(&'a mut RequestContext, &'a ScrapeRequest, &'a mu
 pub struct FnHook {
     announce: Box<AnnounceFn>,
     scrape: Box<ScrapeFn>,
-    stop: Box<dyn Fn() + Send + Sync>,
+    stop: Box<dyn Fn(StopReason) + Send + Sync>,
     /// Given a closure returning futures (which may wait).
     waits: bool,
 }
@@ -43,7 +43,7 @@ impl Default for FnHook {
         FnHook {
             announce: Box::new(|_, _, _| ReadyOrBoxed::ready(Ok(()))),
             scrape: Box::new(|_, _, _| ReadyOrBoxed::ready(Ok(()))),
-            stop: Box::new(|| {}),
+            stop: Box::new(|_| {}),
             waits: false,
         }
     }
@@ -124,8 +124,8 @@ impl FnHook {
         self
     }
 
-    /// Runs `f` each time the hook is stopped.
-    pub fn on_stop(mut self, f: impl Fn() + Send + Sync + 'static) -> FnHook {
+    /// Runs `f` each time the hook is stopped, with the reason.
+    pub fn on_stop(mut self, f: impl Fn(StopReason) + Send + Sync + 'static) -> FnHook {
         self.stop = Box::new(f);
         self
     }
@@ -154,8 +154,8 @@ impl Hook for FnHook {
         (self.scrape)(ctx, req, resp)
     }
 
-    fn stop(&self) -> ReadyOrBoxed<'_, ()> {
-        (self.stop)();
+    fn stop(&self, reason: StopReason) -> ReadyOrBoxed<'_, ()> {
+        (self.stop)(reason);
         ReadyOrBoxed::ready(())
     }
 }
