@@ -87,7 +87,15 @@ struct State {
     /// Bytes of whole batches in the file.
     len: u64,
     applied: HashMap<JournalId, u64>,
+    /// The lines of the batch being written (kept: a batch is ~360 KiB).
+    out: Vec<u8>,
+    /// When the checkpoint was last written.
+    saved: Option<std::time::Instant>,
 }
+
+/// How often the checkpoint is rewritten (it is a hint: a stale one only
+/// makes the next open read more of the file).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct JsonlHandler {
     path: PathBuf,
@@ -216,7 +224,13 @@ impl JsonlHandler {
         }
         Ok(JsonlHandler {
             path: path.to_owned(),
-            state: Mutex::new(State { file, len, applied }),
+            state: Mutex::new(State {
+                file,
+                len,
+                applied,
+                out: Vec::new(),
+                saved: None,
+            }),
         })
     }
 
@@ -357,12 +371,13 @@ impl DeltaHandler for JsonlHandler {
             let Some((id, deltas)) = batch.after(applied) else {
                 return Ok(());
             };
-            let mut out = Vec::with_capacity(deltas.len() * 360);
-            write_lines(&id, deltas, &mut out);
+            let state = &mut *state;
+            state.out.clear();
+            write_lines(&id, deltas, &mut state.out);
             let len = state.len;
             let written = state
                 .file
-                .write_all(&out)
+                .write_all(&state.out)
                 .and_then(|()| state.file.sync_data());
             if let Err(e) = written {
                 // Leave the file as it was: a partial batch would be cut at the
@@ -370,9 +385,15 @@ impl DeltaHandler for JsonlHandler {
                 let _ = state.file.set_len(len);
                 return Err(HandlerError::new(format!("{}: {e}", self.path.display())));
             }
-            state.len += out.len() as u64;
+            state.len += state.out.len() as u64;
             state.applied.insert(id.journal, id.last);
-            self.save_checkpoint(&state);
+            if state
+                .saved
+                .is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY)
+            {
+                self.save_checkpoint(state);
+                state.saved = Some(std::time::Instant::now());
+            }
             Ok(())
         })
     }
