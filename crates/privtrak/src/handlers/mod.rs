@@ -5,6 +5,7 @@
 
 pub mod jsonl;
 pub mod memory;
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,9 @@ pub enum HandlerConfig {
     /// One JSON object per delta, appended to a file.
     #[serde(rename = "jsonl")]
     Jsonl(jsonl::JsonlConfig),
+    /// One transaction per batch into PostgreSQL.
+    #[serde(rename = "postgres")]
+    Postgres(postgres::PostgresConfig),
 }
 
 impl Default for HandlerConfig {
@@ -35,12 +39,14 @@ impl HandlerConfig {
     pub fn name(&self) -> &'static str {
         match self {
             HandlerConfig::Jsonl(_) => "jsonl",
+            HandlerConfig::Postgres(_) => "postgres",
         }
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         match self {
             HandlerConfig::Jsonl(c) => c.validate().map_err(|e| e.within("options")),
+            HandlerConfig::Postgres(c) => c.validate().map_err(|e| e.within("options")),
         }
     }
 
@@ -50,6 +56,12 @@ impl HandlerConfig {
             HandlerConfig::Jsonl(c) => {
                 let handler = jsonl::JsonlHandler::open(&c.path)
                     .map_err(|e| ConfigError::new("options.path", e.to_string()))?;
+                Ok(Arc::new(handler))
+            }
+            HandlerConfig::Postgres(c) => {
+                let handler = postgres::PostgresHandler::open(c)
+                    .await
+                    .map_err(|e| e.within("options"))?;
                 Ok(Arc::new(handler))
             }
         }

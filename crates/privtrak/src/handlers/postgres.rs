@@ -1,0 +1,482 @@
+//! `postgres`: deltas into a site's PostgreSQL, one transaction per batch.
+//!
+//! A batch is applied in one transaction that also records it in
+//! `{schema}.batches` (journal id, first and last position): the last
+//! position recorded for a journal is what this handler has applied, so a
+//! batch retried after a lost COMMIT reply, or replayed after a crash, is
+//! acknowledged without being applied again, and one that straddles it is
+//! applied from the next position on.
+//!
+//! In the transaction the batch is first summed per (user, torrent) —
+//! `transfers` rows grow by the sums — and per peer — `peers` rows take each
+//! peer's last baseline, or go when its last delta closed it — and the rows
+//! are written sorted by key with array parameters (`unnest`), a statement
+//! per table, so two writers (two trackers on one database) take row locks
+//! in the same order and cannot deadlock each other. Serialization failures
+//! and deadlocks are retried here a few times; anything else fails the batch
+//! and privtrak retries it later, unchanged.
+//!
+//! The baselines in `peers` are what a start restores from when privtrak has
+//! no snapshot of its own (a new machine).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use bittorrent::{InfoHash, PeerId};
+use database::tokio_postgres::types::ToSql;
+use database::{Database, PgOptions};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use tracker::ConfigError;
+
+use crate::UserId;
+use crate::delta::{Baseline, Delta, DeltaEvent};
+use crate::handler::{BaselineSink, Batch, DeltaHandler, HandlerError, HandlerFuture};
+use crate::journal::JournalId;
+use crate::records::PeerRecord;
+
+/// The handler's options: the database's, and whether a start may go on
+/// without it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PostgresConfig {
+    #[serde(flatten)]
+    pub database: PgOptions,
+    /// Start even when the database cannot be reached: announces are served
+    /// and journaled, and handed over once it answers.
+    pub start_without_database: bool,
+}
+
+impl PostgresConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()
+    }
+}
+
+/// How many times a batch is retried here on a serialization failure or a
+/// deadlock before privtrak's own (slower) retry takes over.
+const CONFLICT_RETRIES: u32 = 5;
+/// Batch ids are kept this long (the newest of each journal always).
+const KEEP_BATCHES: &str = "7 days";
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+pub struct PostgresHandler {
+    db: Database,
+    create_schema: bool,
+    /// Set once the migrations have run (at build, or at the first call that
+    /// reaches the database when it was down at start).
+    schema: OnceCell<()>,
+    pruned: Mutex<Option<Instant>>,
+}
+
+fn i64_of(n: u64) -> i64 {
+    // A counter past 2^63 bytes (8 EiB) is a broken client; keep the row.
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn err(db: &Database, e: &database::tokio_postgres::Error) -> HandlerError {
+    HandlerError::new(db.error(e))
+}
+
+/// A batch summed per (user, torrent): the `transfers` rows to add.
+#[derive(Default)]
+struct Transfer {
+    uploaded: u64,
+    downloaded: u64,
+    seed_seconds: u64,
+    leech_seconds: u64,
+    snatched_at: Option<SystemTime>,
+    announces: u64,
+    first: Option<SystemTime>,
+    last: Option<SystemTime>,
+}
+
+type TransferKey = (UserId, InfoHash);
+type PeerKey = (UserId, InfoHash, PeerId);
+
+/// The batch summed per (user, torrent), and each peer's last delta (its
+/// state after the batch), both sorted by key.
+fn sum(deltas: &[Delta]) -> (BTreeMap<TransferKey, Transfer>, BTreeMap<PeerKey, &Delta>) {
+    let mut transfers: BTreeMap<TransferKey, Transfer> = BTreeMap::new();
+    let mut peers: BTreeMap<PeerKey, &Delta> = BTreeMap::new();
+    for d in deltas {
+        peers.insert((d.user, d.info_hash, d.peer_id), d);
+        // An expiry is the tracker's, not an announce: it changes no totals.
+        if d.event == DeltaEvent::Expired {
+            continue;
+        }
+        let t = transfers.entry((d.user, d.info_hash)).or_default();
+        t.uploaded += d.uploaded;
+        t.downloaded += d.downloaded;
+        t.seed_seconds += u64::from(d.seed_seconds);
+        t.leech_seconds += u64::from(d.leech_seconds);
+        t.announces += 1;
+        if d.event == DeltaEvent::Completed && t.snatched_at.is_none() {
+            t.snatched_at = Some(d.reported_at);
+        }
+        t.first = Some(t.first.map_or(d.reported_at, |f| f.min(d.reported_at)));
+        t.last = Some(t.last.map_or(d.reported_at, |l| l.max(d.reported_at)));
+    }
+    (transfers, peers)
+}
+
+impl PostgresHandler {
+    /// Builds the pool and, unless `start_without_database`, checks the
+    /// database answers and runs the migrations (errors name `url`).
+    pub async fn open(config: &PostgresConfig) -> Result<Self, ConfigError> {
+        let db = Database::new(&config.database)?;
+        let handler = PostgresHandler {
+            db,
+            create_schema: config.database.create_schema,
+            schema: OnceCell::new(),
+            pruned: Mutex::new(None),
+        };
+        match handler.ready().await {
+            Ok(()) => {}
+            Err(e) if config.start_without_database => {
+                tracing::warn!(error = %e, "privtrak: PostgreSQL is unreachable; starting without it (start_without_database)");
+            }
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "url",
+                    format!("cannot use the database: {e}"),
+                ));
+            }
+        }
+        Ok(handler)
+    }
+
+    /// Runs the migrations once (or checks the connection when karuta does
+    /// not create the schema).
+    async fn ready(&self) -> Result<(), HandlerError> {
+        self.schema
+            .get_or_try_init(|| async {
+                if self.create_schema {
+                    database::migrate(&self.db)
+                        .await
+                        .map_err(HandlerError::new)?;
+                } else {
+                    self.db.check().await.map_err(HandlerError::new)?;
+                }
+                Ok::<(), HandlerError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Applies one batch in one transaction; `Ok(false)` when it met a
+    /// conflict worth retrying at once.
+    async fn apply(&self, batch: &Batch) -> Result<bool, HandlerError> {
+        let db = &self.db;
+        let mut client = db.client().await.map_err(HandlerError::new)?;
+        let tx = client.transaction().await.map_err(|e| err(db, &e))?;
+        let journal = batch.id.journal.to_string();
+        // One writer per journal at a time (a second process on one journal
+        // would be a mistake; this keeps it from counting twice).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&journal],
+        )
+        .await
+        .map_err(|e| err(db, &e))?;
+        let applied: i64 = tx
+            .query_one(
+                &db.sql(
+                    "SELECT coalesce(max(last_seq), 0) FROM {schema}.batches WHERE journal = $1",
+                ),
+                &[&journal],
+            )
+            .await
+            .map_err(|e| err(db, &e))?
+            .get(0);
+        let Some((id, deltas)) = batch.after(applied.max(0) as u64) else {
+            tx.rollback().await.map_err(|e| err(db, &e))?;
+            return Ok(true);
+        };
+        let (transfers, peers) = sum(deltas);
+        let result = async {
+            self.write_transfers(&tx, &transfers).await?;
+            self.write_peers(&tx, &peers).await?;
+            tx.execute(
+                &db.sql(
+                    "INSERT INTO {schema}.batches (journal, first_seq, last_seq, deltas) VALUES ($1, $2, $3, $4)",
+                ),
+                &[&journal, &i64_of(id.first), &i64_of(id.last), &(deltas.len() as i32)],
+            )
+            .await?;
+            Ok::<(), database::tokio_postgres::Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {}
+            Err(e) if is_conflict(&e) => return Ok(false),
+            Err(e) => return Err(err(db, &e)),
+        }
+        match tx.commit().await {
+            Ok(()) => Ok(true),
+            Err(e) if is_conflict(&e) => Ok(false),
+            Err(e) => Err(err(db, &e)),
+        }
+    }
+
+    async fn write_transfers(
+        &self,
+        tx: &database::deadpool_postgres::Transaction<'_>,
+        transfers: &BTreeMap<TransferKey, Transfer>,
+    ) -> Result<(), database::tokio_postgres::Error> {
+        if transfers.is_empty() {
+            return Ok(());
+        }
+        let n = transfers.len();
+        let (mut users, mut hashes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut up, mut down, mut seed, mut leech, mut ann) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut snatched, mut first, mut last) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for ((user, ih), t) in transfers {
+            users.push(&user.0[..]);
+            hashes.push(&ih.0[..]);
+            up.push(i64_of(t.uploaded));
+            down.push(i64_of(t.downloaded));
+            seed.push(i64_of(t.seed_seconds));
+            leech.push(i64_of(t.leech_seconds));
+            ann.push(i64_of(t.announces));
+            snatched.push(t.snatched_at);
+            first.push(t.first.unwrap_or(SystemTime::UNIX_EPOCH));
+            last.push(t.last.unwrap_or(SystemTime::UNIX_EPOCH));
+        }
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &users, &hashes, &up, &down, &seed, &leech, &snatched, &ann, &first, &last,
+        ];
+        tx.execute(
+            &self.db.sql(
+                "INSERT INTO {schema}.transfers AS t
+                     (user_key, info_hash, uploaded, downloaded, seed_seconds, leech_seconds,
+                      snatched_at, announces, first_announce, last_announce)
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[],
+                                      $6::int8[], $7::timestamptz[], $8::int8[], $9::timestamptz[],
+                                      $10::timestamptz[])
+                 ON CONFLICT (user_key, info_hash) DO UPDATE SET
+                     uploaded = t.uploaded + EXCLUDED.uploaded,
+                     downloaded = t.downloaded + EXCLUDED.downloaded,
+                     seed_seconds = t.seed_seconds + EXCLUDED.seed_seconds,
+                     leech_seconds = t.leech_seconds + EXCLUDED.leech_seconds,
+                     snatched_at = coalesce(t.snatched_at, EXCLUDED.snatched_at),
+                     announces = t.announces + EXCLUDED.announces,
+                     first_announce = least(t.first_announce, EXCLUDED.first_announce),
+                     last_announce = greatest(t.last_announce, EXCLUDED.last_announce)",
+            ),
+            &params,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn write_peers(
+        &self,
+        tx: &database::deadpool_postgres::Transaction<'_>,
+        peers: &BTreeMap<PeerKey, &Delta>,
+    ) -> Result<(), database::tokio_postgres::Error> {
+        let (mut gone_u, mut gone_i, mut gone_p) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut u, mut i, mut p) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut up, mut down, mut left, mut ip, mut port, mut seeding, mut at) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for ((user, ih, peer), d) in peers {
+            if d.event.closes() {
+                gone_u.push(&user.0[..]);
+                gone_i.push(&ih.0[..]);
+                gone_p.push(&peer.0[..]);
+                continue;
+            }
+            u.push(&user.0[..]);
+            i.push(&ih.0[..]);
+            p.push(&peer.0[..]);
+            up.push(i64_of(d.total_uploaded));
+            down.push(i64_of(d.total_downloaded));
+            left.push(i64_of(d.left));
+            ip.push(d.addr.map(|a| a.ip()));
+            port.push(d.addr.map(|a| i32::from(a.port())));
+            seeding.push(d.left == 0);
+            at.push(d.reported_at);
+        }
+        if !gone_u.is_empty() {
+            tx.execute(
+                &self.db.sql(
+                    "DELETE FROM {schema}.peers AS p
+                     USING unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS g(user_key, info_hash, peer_id)
+                     WHERE p.user_key = g.user_key AND p.info_hash = g.info_hash AND p.peer_id = g.peer_id",
+                ),
+                &[&gone_u, &gone_i, &gone_p],
+            )
+            .await?;
+        }
+        if !u.is_empty() {
+            let ip: Vec<Option<IpAddr>> = ip;
+            let params: [&(dyn ToSql + Sync); 10] =
+                [&u, &i, &p, &up, &down, &left, &ip, &port, &seeding, &at];
+            tx.execute(
+                &self.db.sql(
+                    "INSERT INTO {schema}.peers AS p
+                         (user_key, info_hash, peer_id, uploaded, downloaded, bytes_left, ip, port,
+                          seeding, last_announce)
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[],
+                                          $6::int8[], $7::inet[], $8::int4[], $9::bool[],
+                                          $10::timestamptz[])
+                     ON CONFLICT (user_key, info_hash, peer_id) DO UPDATE SET
+                         uploaded = EXCLUDED.uploaded, downloaded = EXCLUDED.downloaded,
+                         bytes_left = EXCLUDED.bytes_left, ip = EXCLUDED.ip, port = EXCLUDED.port,
+                         seeding = EXCLUDED.seeding, last_announce = EXCLUDED.last_announce",
+                ),
+                &params,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes batch ids older than a week, keeping each journal's newest.
+    async fn prune(&self) {
+        {
+            let mut pruned = self
+                .pruned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if pruned.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+                return;
+            }
+            *pruned = Some(Instant::now());
+        }
+        let db = &self.db;
+        let Ok(client) = db.client().await else {
+            return;
+        };
+        let sql = db.sql(&format!(
+            "DELETE FROM {{schema}}.batches AS b
+             WHERE applied_at < now() - interval '{KEEP_BATCHES}'
+               AND last_seq < (SELECT max(last_seq) FROM {{schema}}.batches WHERE journal = b.journal)"
+        ));
+        if let Err(e) = client.execute(&sql, &[]).await {
+            tracing::debug!(error = %db.error(&e), "privtrak: pruning old batch ids failed");
+        }
+    }
+}
+
+fn is_conflict(e: &database::tokio_postgres::Error) -> bool {
+    use database::tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    })
+}
+
+impl DeltaHandler for PostgresHandler {
+    fn applied_through<'a>(&'a self, journal: JournalId) -> HandlerFuture<'a, u64> {
+        Box::pin(async move {
+            self.ready().await?;
+            let client = self.db.client().await.map_err(HandlerError::new)?;
+            let applied: i64 = client
+                .query_one(
+                    &self.db.sql(
+                        "SELECT coalesce(max(last_seq), 0) FROM {schema}.batches WHERE journal = $1",
+                    ),
+                    &[&journal.to_string()],
+                )
+                .await
+                .map_err(|e| err(&self.db, &e))?
+                .get(0);
+            Ok(applied.max(0) as u64)
+        })
+    }
+
+    fn handle<'a>(&'a self, batch: &'a Batch) -> HandlerFuture<'a, ()> {
+        Box::pin(async move {
+            self.ready().await?;
+            let mut backoff = Duration::from_millis(10);
+            for _ in 0..CONFLICT_RETRIES {
+                if self.apply(batch).await? {
+                    self.prune().await;
+                    return Ok(());
+                }
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(HandlerError::new(format!(
+                "batch {}: still conflicting after {CONFLICT_RETRIES} attempts",
+                batch.id
+            )))
+        })
+    }
+
+    fn keeps_baselines(&self) -> bool {
+        true
+    }
+
+    fn load_baselines<'a>(
+        &'a self,
+        _journal: JournalId,
+        sink: &'a mut BaselineSink<'a>,
+    ) -> HandlerFuture<'a, u64> {
+        Box::pin(async move {
+            use futures_util::TryStreamExt;
+            self.ready().await?;
+            let db = &self.db;
+            let client = db.client().await.map_err(HandlerError::new)?;
+            let rows = client
+                .query_raw(
+                    &db.sql(
+                        "SELECT user_key, info_hash, peer_id, uploaded, downloaded, seeding, last_announce
+                         FROM {schema}.peers",
+                    ),
+                    std::iter::empty::<&(dyn ToSql + Sync)>(),
+                )
+                .await
+                .map_err(|e| err(db, &e))?;
+            futures_util::pin_mut!(rows);
+            let mut count = 0u64;
+            while let Some(row) = rows.try_next().await.map_err(|e| err(db, &e))? {
+                let (user, ih, peer): (&[u8], &[u8], &[u8]) = (row.get(0), row.get(1), row.get(2));
+                let (Ok(user), Ok(ih), Ok(peer)) = (
+                    <[u8; 16]>::try_from(user),
+                    <[u8; 20]>::try_from(ih),
+                    <[u8; 20]>::try_from(peer),
+                ) else {
+                    continue;
+                };
+                let at: SystemTime = row.get(6);
+                sink(PeerRecord {
+                    user: UserId(user),
+                    info_hash: InfoHash(ih),
+                    peer_id: PeerId(peer),
+                    baseline: Baseline {
+                        uploaded: row.get::<_, i64>(3).max(0) as u64,
+                        downloaded: row.get::<_, i64>(4).max(0) as u64,
+                        seeding: row.get(5),
+                        last_seen: crate::privtrak::unix_secs(at),
+                    },
+                });
+                count += 1;
+            }
+            Ok(count)
+        })
+    }
+}

@@ -1,0 +1,387 @@
+//! The `postgres` handler against a real PostgreSQL started here: the
+//! handler conformance suite, the schema's rows, baselines restored from the
+//! database, a COMMIT whose reply is lost, and starts with the database away.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bittorrent::{AnnounceRequest, Event, InfoHash, Peer, PeerId};
+use database::PgOptions;
+use privtrak::conformance::{BoxFuture, HandlerFixture, J1, Totals, batch, expected};
+use privtrak::handlers::postgres::{PostgresConfig, PostgresHandler};
+use privtrak::{DeltaHandler, Privtrak, PrivtrakConfig, UserId};
+use test_support::postgres::Postgres;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracker::config::ConfigDuration;
+
+/// One cluster for the whole test binary; each test gets a database of its own.
+fn cluster() -> &'static Postgres {
+    static PG: OnceLock<Postgres> = OnceLock::new();
+    PG.get_or_init(|| Postgres::start("privtrak-pg"))
+}
+
+fn new_database() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let pg = cluster();
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    pg.psql(&format!("CREATE DATABASE {name}"));
+    format!(
+        "postgresql://{}@{}:{}/{name}?sslmode=disable",
+        pg.user(),
+        pg.host(),
+        pg.port()
+    )
+}
+
+fn options(url: &str) -> PostgresConfig {
+    PostgresConfig {
+        database: PgOptions {
+            url: url.to_owned(),
+            ..PgOptions::default()
+        },
+        start_without_database: false,
+    }
+}
+
+/// SQL through `psql` on one test's database.
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn hex16(s: &str) -> [u8; 16] {
+    std::array::from_fn(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+}
+
+/// Transfers totals as the database holds them.
+fn db_totals(url: &str) -> Totals {
+    let text = psql(
+        url,
+        "SELECT encode(user_key, 'hex'), encode(info_hash, 'hex'), uploaded, downloaded FROM karuta.transfers",
+    );
+    let mut t = Totals::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('|').collect();
+        let (up, down): (u64, u64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        if (up, down) != (0, 0) {
+            t.insert((UserId(hex16(f[0])), f[1].parse().unwrap()), (up, down));
+        }
+    }
+    t
+}
+
+struct Fixture {
+    url: String,
+}
+
+impl HandlerFixture for Fixture {
+    fn open(&self) -> BoxFuture<'_, Arc<dyn DeltaHandler>> {
+        Box::pin(async {
+            Arc::new(PostgresHandler::open(&options(&self.url)).await.unwrap())
+                as Arc<dyn DeltaHandler>
+        })
+    }
+    fn totals(&self) -> BoxFuture<'_, Totals> {
+        let url = self.url.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || db_totals(&url))
+                .await
+                .unwrap()
+        })
+    }
+}
+
+mod conformance {
+    use super::*;
+    privtrak::delta_handler_conformance!(Fixture {
+        url: new_database()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_becomes_transfers_baselines_and_a_batch_id() {
+    let url = new_database();
+    let h = PostgresHandler::open(&options(&url)).await.unwrap();
+    h.handle(&batch(J1, 1, 14)).await.unwrap();
+    // Batch deltas: n credits n up, 2n down to user n % 3 on torrent n % 2;
+    // n = 7 and 14 are `completed`.
+    let rows = psql(
+        &url,
+        "SELECT encode(user_key, 'hex'), encode(info_hash, 'hex'), uploaded, downloaded, seed_seconds,
+                announces, snatched_at IS NOT NULL
+         FROM karuta.transfers ORDER BY 1, 2",
+    );
+    let mut want = Vec::new();
+    for user in 0..3u64 {
+        for torrent in 0..2u64 {
+            let ns: Vec<u64> = (1..=14)
+                .filter(|n| n % 3 == user && n % 2 == torrent)
+                .collect();
+            if ns.is_empty() {
+                continue;
+            }
+            let up: u64 = ns.iter().sum();
+            let snatched = ns.iter().any(|n| n % 7 == 0);
+            want.push(format!(
+                "{}|{}|{up}|{}|{}|{}|{}",
+                UserId([user as u8 + 1; 16]).to_hex(),
+                InfoHash([torrent as u8 + 1; 20]),
+                2 * up,
+                ns.len(),
+                ns.len(),
+                if snatched { "t" } else { "f" }
+            ));
+        }
+    }
+    assert_eq!(rows.lines().collect::<Vec<_>>(), want);
+    // One baseline per peer: its last delta's totals.
+    let peers: std::collections::BTreeSet<(u64, u64, u64)> =
+        (1..=14u64).map(|n| (n % 3, n % 2, n % 5)).collect();
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM karuta.peers"),
+        peers.len().to_string()
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT journal, first_seq, last_seq, deltas FROM karuta.batches"
+        ),
+        format!("{J1}|1|14|14")
+    );
+    // A user's ratio in one query.
+    let totals = psql(
+        &url,
+        "SELECT sum(uploaded), sum(downloaded) FROM karuta.user_totals",
+    );
+    assert_eq!(
+        totals,
+        format!("{}|{}", (1..=14).sum::<u64>(), 2 * (1..=14).sum::<u64>())
+    );
+    h.close().await.unwrap();
+}
+
+fn announce(peer: u8, event: Event, up: u64, down: u64) -> AnnounceRequest {
+    AnnounceRequest {
+        info_hash: InfoHash([9; 20]),
+        peer: Peer::new(PeerId([peer; 20]), "10.0.0.1".parse().unwrap(), 6881),
+        event,
+        uploaded: up,
+        downloaded: down,
+        left: 10,
+        ..AnnounceRequest::default()
+    }
+}
+
+const ALICE: UserId = UserId([0xa1; 16]);
+
+fn privtrak_config(dir: &std::path::Path) -> PrivtrakConfig {
+    PrivtrakConfig {
+        journal_path: dir.join("journal"),
+        flush_interval: ConfigDuration(Duration::from_millis(20)),
+        journal_sync_interval: ConfigDuration(Duration::from_millis(1)),
+        shutdown_timeout: ConfigDuration(Duration::from_secs(5)),
+        ..PrivtrakConfig::default()
+    }
+}
+
+async fn settle(p: &Privtrak) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.pending() > 0 {
+        assert!(Instant::now() < deadline, "{} pending", p.pending());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baselines_come_back_from_the_database_and_stops_remove_them() {
+    let url = new_database();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = privtrak_config(tmp.path());
+    let h = Arc::new(PostgresHandler::open(&options(&url)).await.unwrap());
+    let p = Privtrak::open(&c, h.clone()).await.unwrap();
+    p.announce(ALICE, &announce(1, Event::Started, 0, 0))
+        .await
+        .unwrap();
+    p.announce(ALICE, &announce(1, Event::None, 1000, 400))
+        .await
+        .unwrap();
+    p.announce(ALICE, &announce(2, Event::Started, 0, 0))
+        .await
+        .unwrap();
+    p.announce(ALICE, &announce(2, Event::Stopped, 50, 0))
+        .await
+        .unwrap();
+    settle(&p).await;
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT encode(peer_id, 'hex'), uploaded, downloaded, bytes_left, host(ip), port, seeding FROM karuta.peers"
+        ),
+        format!("{}|1000|400|10|10.0.0.1|6881|f", PeerId([1; 20]))
+    );
+    p.crash().await;
+    // A new machine: the local snapshot and state are gone, the journal
+    // too (everything was applied). The baselines come from the database.
+    std::fs::remove_dir_all(&c.journal_path).unwrap();
+    let p = Privtrak::open(&c, h.clone()).await.unwrap();
+    assert_eq!(
+        p.baseline(ALICE, &InfoHash([9; 20]), &PeerId([1; 20]))
+            .map(|b| (b.uploaded, b.downloaded)),
+        Some((1000, 400))
+    );
+    assert_eq!(
+        p.baseline(ALICE, &InfoHash([9; 20]), &PeerId([2; 20])),
+        None
+    );
+    // The client goes on: only the new bytes are credited.
+    p.announce(ALICE, &announce(1, Event::None, 1500, 400))
+        .await
+        .unwrap();
+    settle(&p).await;
+    assert_eq!(
+        psql(&url, "SELECT uploaded, downloaded FROM karuta.transfers"),
+        "1550|400"
+    );
+    p.shutdown().await;
+}
+
+/// A TCP proxy to `to` that, the first time it sees a COMMIT from the
+/// client, passes it on and then cuts both connections before the server's
+/// reply gets back: the transaction is committed, the client never hears.
+async fn lose_first_commit_reply(to: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let fired = Arc::clone(&cut);
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                return;
+            };
+            let fired = Arc::clone(&fired);
+            // Whether this connection is the one cut.
+            let mine = Arc::new(AtomicBool::new(false));
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let upstream = async {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        let commit = buf[..n].windows(6).any(|w| w == b"COMMIT");
+                        if commit && !fired.swap(true, Ordering::SeqCst) {
+                            mine.store(true, Ordering::SeqCst);
+                            // Let the server commit, then drop its reply.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return;
+                        }
+                    }
+                };
+                let downstream = async {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if mine.load(Ordering::SeqCst) {
+                            // Past the cut: this connection says nothing more.
+                            return;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = upstream => {}
+                    () = downstream => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_reply_is_lost_is_not_counted_twice() {
+    let url = new_database();
+    // The schema first, straight: the cut is meant for a batch's COMMIT.
+    PostgresHandler::open(&options(&url)).await.unwrap();
+    let pg = cluster();
+    let (proxy, cut) =
+        lose_first_commit_reply(format!("{}:{}", pg.host(), pg.port()).parse().unwrap()).await;
+    let through_proxy = url.replace(&format!("{}:{}", pg.host(), pg.port()), &proxy.to_string());
+    let mut c = options(&through_proxy);
+    c.database.create_schema = false;
+    let h = PostgresHandler::open(&c).await.unwrap();
+    let b = batch(J1, 1, 10);
+    let first = h.handle(&b).await;
+    assert!(cut.load(Ordering::SeqCst), "the proxy saw no COMMIT");
+    assert!(first.is_err(), "the lost reply must look like a failure");
+    // It was committed all the same; the retry is recognised by its id.
+    assert_eq!(h.applied_through(J1).await.unwrap(), 10);
+    h.handle(&b).await.unwrap();
+    h.handle(&batch(J1, 11, 20)).await.unwrap();
+    assert_eq!(
+        tokio::task::spawn_blocking(move || db_totals(&url))
+            .await
+            .unwrap(),
+        expected(20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_fails_the_start_naming_the_url_but_never_the_password() {
+    let port = test_support::free_tcp_port();
+    let url = format!("postgresql://karuta:hunter2@127.0.0.1:{port}/site?sslmode=disable");
+    let mut c = options(&url);
+    c.database.connect_timeout = ConfigDuration(Duration::from_millis(300));
+    let e = PostgresHandler::open(&c).await.err().expect("refused");
+    assert_eq!(e.key, "url", "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("karuta@127.0.0.1:{port}/site")),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    // Allowed to start without it: it does, and says so only in the log.
+    c.start_without_database = true;
+    let h = PostgresHandler::open(&c).await.expect("starts");
+    let e = h.applied_through(J1).await.unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+}
