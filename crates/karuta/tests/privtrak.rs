@@ -10,12 +10,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bittorrent::{InfoHash, PeerId};
 use frontend_udp::client::{AnnounceParams, UdpClientError, UdpTrackerClient};
 use support::Karuta;
-use support::accounting::{Client, Tracker, Via, jsonl_totals, truth};
+use support::accounting::{Tracker, clients, drive, jsonl_totals};
 use test_support::{TempDir, free_tcp_port, free_udp_port, http, percent_encode};
 
 /// A configuration with privtrak and the jsonl handler on fixed ports, so a
@@ -181,53 +181,6 @@ fn passkeys_from_the_path_the_query_and_bep41_become_exact_deltas() {
     for passkey in [PASSKEY_A, PASSKEY_B, PASSKEY_C] {
         assert_eq!(by_user[passkey], expected, "user {passkey}");
     }
-}
-
-/// Drives `clients` for `duration` while `disturb` is called every
-/// `interval` (a kill and restart, a reload); returns the truth.
-fn drive(
-    clients: &mut [Client],
-    t: Tracker,
-    duration: Duration,
-    seed: u64,
-    mut disturb: impl FnMut(&mut fastrand::Rng) + Send,
-    interval: impl Fn(&mut fastrand::Rng) -> Duration + Send,
-) -> support::accounting::Totals {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let done = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let done = &done;
-        scope.spawn(move || {
-            let mut rng = fastrand::Rng::with_seed(seed ^ 0xdead);
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                std::thread::sleep(interval(&mut rng));
-                if !done.load(std::sync::atomic::Ordering::SeqCst) {
-                    disturb(&mut rng);
-                }
-            }
-        });
-        let end = Instant::now() + duration;
-        while Instant::now() < end {
-            let i = rng.usize(0..clients.len());
-            clients[i].step(t, &mut rng);
-        }
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
-    truth(clients, t)
-}
-
-fn clients() -> Vec<Client> {
-    let mut clients = Vec::new();
-    for user in 0..4u8 {
-        for torrent in 0..3u8 {
-            for peer in 0..2u8 {
-                let via = [Via::HttpPath, Via::HttpQuery, Via::Udp]
-                    [usize::from((user + torrent + peer) % 3)];
-                clients.push(Client::new(user, torrent, peer, via));
-            }
-        }
-    }
-    clients
 }
 
 #[test]

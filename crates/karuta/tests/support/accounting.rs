@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bittorrent::{InfoHash, PeerId};
 use frontend_udp::client::{AnnounceParams, UdpClientError, UdpTrackerClient};
@@ -308,4 +308,52 @@ pub fn jsonl_totals(path: &std::path::Path) -> Totals {
     }
     totals.retain(|_, v| *v != (0, 0));
     totals
+}
+
+/// Drives `clients` for `duration` while `disturb` is called every
+/// `interval` (a kill and restart, a reload); returns the truth.
+pub fn drive(
+    clients: &mut [Client],
+    t: Tracker,
+    duration: Duration,
+    seed: u64,
+    mut disturb: impl FnMut(&mut fastrand::Rng) + Send,
+    interval: impl Fn(&mut fastrand::Rng) -> Duration + Send,
+) -> Totals {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let done = &done;
+        scope.spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(seed ^ 0xdead);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(interval(&mut rng));
+                if !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    disturb(&mut rng);
+                }
+            }
+        });
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            let i = rng.usize(0..clients.len());
+            clients[i].step(t, &mut rng);
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    truth(clients, t)
+}
+
+/// Four users, each with two clients on three torrents, through every kind of URL.
+pub fn clients() -> Vec<Client> {
+    let mut clients = Vec::new();
+    for user in 0..4u8 {
+        for torrent in 0..3u8 {
+            for peer in 0..2u8 {
+                let via = [Via::HttpPath, Via::HttpQuery, Via::Udp]
+                    [usize::from((user + torrent + peer) % 3)];
+                clients.push(Client::new(user, torrent, peer, via));
+            }
+        }
+    }
+    clients
 }

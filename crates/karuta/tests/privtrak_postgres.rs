@@ -1,0 +1,263 @@
+//! privtrak's PostgreSQL handler in the real karuta binary, against a real
+//! PostgreSQL started here, compared with simulated clients whose counters
+//! are known: totals in `karuta.transfers` are exact through SIGKILLs at
+//! random moments, through the database stopped for 30 s under load (and
+//! `/health` says so), and a SIGTERM under load; a libtorrent private swarm
+//! is credited what it transferred, with its snatches.
+
+#[path = "clients/harness.rs"]
+mod harness;
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use support::Karuta;
+use support::accounting::{Totals, Tracker, clients, drive};
+use test_support::postgres::Postgres;
+use test_support::{TempDir, free_tcp_port, free_udp_port, http};
+
+struct Setup {
+    _dir: TempDir,
+    dir: PathBuf,
+    tracker: Tracker,
+    ops: std::net::SocketAddr,
+    config: PathBuf,
+    pg: Postgres,
+}
+
+fn setup(tag: &str) -> Setup {
+    let dir = TempDir::new(tag);
+    let pg = Postgres::start(tag);
+    let (http_port, udp_port, ops_port) = (free_tcp_port(), free_udp_port(), free_tcp_port());
+    let d = dir.path().display();
+    let url = format!(
+        "postgresql://{}@{}:{}/{}?sslmode=disable",
+        pg.user(),
+        pg.host(),
+        pg.port(),
+        pg.dbname()
+    );
+    let text = format!(
+        r#"karuta:
+  metrics_addr: "127.0.0.1:{ops_port}"
+  http:
+    addr: "127.0.0.1:{http_port}"
+    announce_routes: ["/announce", "/:passkey/announce"]
+  udp:
+    addr: "127.0.0.1:{udp_port}"
+    private_key: "a key every restart shares"
+    workers: 2
+  storage:
+    name: memory
+  prehooks:
+    - name: privtrak
+      options:
+        batch_size: 64
+        flush_interval: 50ms
+        journal_path: {d}/journal
+        journal_sync_interval: 1ms
+        snapshot_interval: 2s
+        shutdown_timeout: 20s
+        handler:
+          name: postgres
+          options:
+            url: "{url}"
+            connect_timeout: 1s
+            statement_timeout: 5s
+"#
+    );
+    let config = dir.path().join("karuta.yaml");
+    support::write_config(&config, &text);
+    Setup {
+        dir: dir.path().to_owned(),
+        _dir: dir,
+        tracker: Tracker {
+            http: format!("127.0.0.1:{http_port}").parse().unwrap(),
+            udp: format!("127.0.0.1:{udp_port}").parse().unwrap(),
+        },
+        ops: format!("127.0.0.1:{ops_port}").parse().unwrap(),
+        config,
+        pg,
+    }
+}
+
+/// What `karuta.transfers` credits, per user and torrent.
+fn db_totals(pg: &Postgres) -> Totals {
+    let text = pg.psql(
+        "SELECT encode(user_key, 'hex'), encode(info_hash, 'hex'), uploaded, downloaded FROM karuta.transfers",
+    );
+    let mut t = Totals::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('|').collect();
+        let v: (u64, u64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        if v != (0, 0) {
+            t.insert((f[0].to_owned(), f[1].to_owned()), v);
+        }
+    }
+    t
+}
+
+#[test]
+fn transfers_are_exact_through_sigkills_at_random_moments() {
+    let s = setup("pg-kill");
+    let mut clients = clients();
+    let k = std::sync::Mutex::new(Some(Karuta::start(&s.config)));
+    let mut kills = 0;
+    let truth = drive(
+        &mut clients,
+        s.tracker,
+        Duration::from_secs(12),
+        21,
+        |_| {
+            let mut slot = k.lock().unwrap();
+            if let Some(mut old) = slot.take() {
+                old.signal(libc::SIGKILL);
+                old.wait_exit(Duration::from_secs(5));
+            }
+            *slot = Some(Karuta::start(&s.config));
+            kills += 1;
+        },
+        |rng| Duration::from_millis(rng.u64(300..1500)),
+    );
+    let mut k = k.into_inner().unwrap().unwrap();
+    // SIGTERM under load's aftermath: everything pending goes to the database.
+    assert_eq!(k.stop(), Some(0), "{}", k.log());
+    assert!(kills >= 4, "only {kills} kills");
+    let answered: u64 = clients.iter().map(|c| c.answered).sum();
+    assert!(answered > 500, "{answered} announces answered");
+    assert_eq!(
+        db_totals(&s.pg),
+        truth,
+        "{kills} kills, {answered} answered"
+    );
+    // Every batch id once, positions never overlapping.
+    let overlaps = s.pg.psql(
+        "SELECT count(*) FROM karuta.batches a JOIN karuta.batches b
+         ON a.journal = b.journal AND a.last_seq < b.last_seq AND b.first_seq <= a.last_seq",
+    );
+    assert_eq!(overlaps, "0");
+}
+
+fn health(ops: std::net::SocketAddr) -> (u16, String) {
+    match http::get(ops, "/health")
+        .timeout(Duration::from_secs(3))
+        .send()
+    {
+        Ok(r) => (r.status, r.text()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[test]
+fn transfers_are_exact_through_a_thirty_second_database_outage_under_load() {
+    let mut s = setup("pg-outage");
+    let mut k = Karuta::start(&s.config);
+    let mut clients = clients();
+    let t = s.tracker;
+    let ops = s.ops;
+    let pg = std::sync::Mutex::new(&mut s.pg);
+    let mut states = Vec::new();
+    let mut phase = 0;
+    let started = Instant::now();
+    let truth = drive(
+        &mut clients,
+        t,
+        Duration::from_secs(40),
+        33,
+        |_| {
+            let at = started.elapsed();
+            let mut pg = pg.lock().unwrap();
+            // Down from 3 s to 33 s.
+            if phase == 0 && at >= Duration::from_secs(3) {
+                pg.stop_fast();
+                phase = 1;
+            } else if phase == 1 && at >= Duration::from_secs(33) {
+                pg.restart();
+                phase = 2;
+            }
+            if phase == 1 && at >= Duration::from_secs(8) {
+                states.push(health(ops));
+            }
+        },
+        |_| Duration::from_millis(500),
+    );
+    assert_eq!(phase, 2, "the database never came back");
+    // While it was down: announces went on, /health was degraded (200).
+    assert!(!states.is_empty());
+    for (status, body) in &states {
+        assert_eq!(*status, 200, "{body}");
+        assert!(
+            body.contains("degraded") && body.contains("refuses batches"),
+            "{body}"
+        );
+    }
+    let failed: u64 = clients.iter().map(|c| c.failed).sum();
+    assert_eq!(failed, 0, "an announce failed while the database was down");
+    // Back: everything drains, without a restart.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(ops).1.contains("degraded") {
+        assert!(
+            Instant::now() < deadline,
+            "still degraded: {}",
+            health(ops).1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(k.stop(), Some(0), "{}", k.log());
+    assert_eq!(db_totals(&s.pg), truth);
+}
+
+#[test]
+fn a_private_swarm_of_real_clients_is_in_karuta_transfers() {
+    harness::require_clients(false);
+    let s = setup("pg-libtorrent");
+    let mut k = Karuta::start(&s.config);
+    let workdir = s.dir.join("swarm");
+    std::fs::create_dir(&workdir).unwrap();
+    let t = s.tracker;
+    let (seeder, leecher1, leecher2) = (
+        "0123456789abcdef0123456789abcdef",
+        "fedcba9876543210fedcba9876543210",
+        "00112233445566778899aabbccddeeff",
+    );
+    let urls = [
+        format!("http://{}/{seeder}/announce", t.http),
+        format!("udp://{}/{leecher1}/announce", t.udp),
+        format!("http://{}/announce?passkey={leecher2}", t.http),
+    ];
+    let size: u64 = 4 << 20;
+    let mut driver = harness::Driver::start(&workdir, &urls.join(","), "private");
+    let info_hash = driver.wait_for("infohash ", Duration::from_secs(20));
+    driver.wait_for("ready-to-stop", Duration::from_secs(60));
+    driver.send_line("go");
+    driver.expect_success(Duration::from_secs(30), "clients-stopped");
+    assert_eq!(k.stop(), Some(0), "{}", k.log());
+    let rows = s.pg.psql(&format!(
+        "SELECT encode(user_key, 'hex'), uploaded, downloaded, snatched_at IS NOT NULL
+         FROM karuta.transfers WHERE info_hash = decode('{}', 'hex') ORDER BY 1",
+        info_hash.trim()
+    ));
+    let row = |user: &str| -> (u64, u64, bool) {
+        let line = rows
+            .lines()
+            .find(|l| l.starts_with(user))
+            .unwrap_or_else(|| panic!("no row for {user}: {rows}"));
+        let f: Vec<&str> = line.split('|').collect();
+        (f[1].parse().unwrap(), f[2].parse().unwrap(), f[3] == "t")
+    };
+    let (up, down, _) = row(seeder);
+    assert!(up >= size, "the seeder is credited {up} uploaded: {rows}");
+    assert_eq!(down, 0);
+    for leecher in [leecher1, leecher2] {
+        let (_, down, snatched) = row(leecher);
+        let off = down.abs_diff(size) as f64 / size as f64;
+        assert!(
+            off <= 0.01,
+            "{leecher} is credited {down} downloaded: {rows}"
+        );
+        assert!(snatched, "{leecher} has no snatched_at: {rows}");
+    }
+    // Everyone stopped: no baseline left.
+    assert_eq!(s.pg.psql("SELECT count(*) FROM karuta.peers"), "0");
+}
