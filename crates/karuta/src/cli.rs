@@ -1,5 +1,6 @@
 //! The command line: `karuta [--config FILE]`, `karuta check-config FILE`,
-//! `karuta example-config`, `karuta e2e --http URL --udp URL`, with chihaya's
+//! `karuta example-config`, `karuta migrate`, `karuta e2e --http URL --udp URL`,
+//! with chihaya's
 //! `--debug`, `--json` and `--nocolors`.
 
 use std::io::IsTerminal;
@@ -46,6 +47,12 @@ enum Command {
     },
     /// Print the documented example configuration (every key, with its default).
     ExampleConfig,
+    /// Create or update karuta's schema in every PostgreSQL database the
+    /// configuration names, then exit (0, or 1 with the error).
+    Migrate {
+        /// The configuration (defaults to --config).
+        file: Option<String>,
+    },
     /// Check a running tracker end to end over HTTP and/or UDP: two peers
     /// announce, find each other, scrape, stop. Exit 0 when every check passed,
     /// 1 on the first failure.
@@ -84,6 +91,28 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Some(Command::ExampleConfig) => {
             print!("{}", config::EXAMPLE_CONFIG);
             ExitCode::SUCCESS
+        }
+        Some(Command::Migrate { file }) => {
+            let source = source_of(file.as_deref().or(cli.config.as_deref()));
+            let migrated = config::load(&source, &registry).and_then(|c| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| config::ConfigFileError::new(&source, e.to_string()))?;
+                runtime.block_on(crate::migrate::run(&c))
+            });
+            match migrated {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("karuta: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Some(Command::CheckConfig { file }) => {
             let source = source_of(file.as_deref().or(cli.config.as_deref()));

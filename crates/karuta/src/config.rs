@@ -53,7 +53,7 @@ pub struct ConfigFileError {
 }
 
 impl ConfigFileError {
-    fn new(source: &ConfigSource, detail: impl Into<String>) -> Self {
+    pub fn new(source: &ConfigSource, detail: impl Into<String>) -> Self {
         let detail: String = detail.into();
         // One line, whatever the underlying error printed.
         let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod e2e;
 pub mod metrics;
+pub mod migrate;
 pub mod observe;
 pub mod ops;
 pub mod server;

@@ -261,3 +261,41 @@ fn a_private_swarm_of_real_clients_is_in_karuta_transfers() {
     // Everyone stopped: no baseline left.
     assert_eq!(s.pg.psql("SELECT count(*) FROM karuta.peers"), "0");
 }
+
+#[test]
+fn karuta_migrate_creates_the_schema_once_and_check_config_connects_to_nothing() {
+    let s = setup("pg-migrate");
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "            connect_timeout: 1s\n",
+        "            connect_timeout: 1s\n            create_schema: false\n",
+    );
+    support::write_config(&s.config, &text);
+    let run = |args: &[&str]| {
+        let out = support::karuta_command(args).arg(&s.config).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(s.pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'karuta'"), "0");
+    let (code, out, err) = run(&["migrate"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("applied migrations [1]"), "{out}");
+    assert_eq!(
+        s.pg.psql("SELECT version FROM karuta.schema_migrations"),
+        "1"
+    );
+    let (code, out, _) = run(&["migrate"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("up to date"), "{out}");
+    // With the database gone, check-config still passes (it connects to
+    // nothing); migrate fails naming the key.
+    let mut pg = s.pg;
+    pg.stop_fast();
+    let (code, out, err) = run(&["check-config"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, _, err) = run(&["migrate"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("karuta.prehooks[0].options.handler.options.url"), "{err}");
+}
