@@ -16,7 +16,9 @@ CREATE TABLE {schema}.transfers (
     first_announce timestamptz NOT NULL,
     last_announce  timestamptz NOT NULL,
     PRIMARY KEY (user_key, info_hash)
-);
+-- Room in each page, so a row's update stays in its page (a HOT update, no
+-- index change): every batch updates rows here.
+) WITH (fillfactor = 75);
 CREATE INDEX transfers_info_hash ON {schema}.transfers (info_hash);
 
 -- The baselines: each active peer's counters as it last reported them.
@@ -34,18 +36,20 @@ CREATE TABLE {schema}.peers (
     seeding       boolean     NOT NULL,
     last_announce timestamptz NOT NULL,
     PRIMARY KEY (user_key, info_hash, peer_id)
-);
+) WITH (fillfactor = 75);
 
 -- Every batch applied, by the journal positions it covered: the last
 -- position of a journal is what makes a retried or replayed batch harmless.
--- Old rows are pruned; the newest of each journal is always kept.
+-- A batch is applied in parts (by user) at once, each with its row.
+-- Old rows are pruned; the newest of each journal and part is always kept.
 CREATE TABLE {schema}.batches (
     journal    text        NOT NULL,
+    part       smallint    NOT NULL,
     first_seq  bigint      NOT NULL,
     last_seq   bigint      NOT NULL,
     deltas     integer     NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (journal, last_seq)
+    PRIMARY KEY (journal, part, last_seq)
 );
 
 -- A user's ratio in one query.

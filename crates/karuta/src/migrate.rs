@@ -7,7 +7,9 @@ use tracker::ConfigError;
 use crate::config::{ConfigFileError, HookPhase, LoadedConfig};
 
 /// Every PostgreSQL section of the configuration, with its key.
-pub fn databases(config: &LoadedConfig) -> Result<Vec<(String, database::PgOptions)>, ConfigFileError> {
+pub fn databases(
+    config: &LoadedConfig,
+) -> Result<Vec<(String, database::PgOptions)>, ConfigFileError> {
     let mut found = Vec::new();
     for phase in [HookPhase::Pre, HookPhase::Post] {
         for (name, _, options) in config.hooks(phase) {

@@ -134,7 +134,7 @@ fn transfers_are_exact_through_sigkills_at_random_moments() {
     // Every batch id once, positions never overlapping.
     let overlaps = s.pg.psql(
         "SELECT count(*) FROM karuta.batches a JOIN karuta.batches b
-         ON a.journal = b.journal AND a.last_seq < b.last_seq AND b.first_seq <= a.last_seq",
+         ON a.journal = b.journal AND a.part = b.part AND a.last_seq < b.last_seq AND b.first_seq <= a.last_seq",
     );
     assert_eq!(overlaps, "0");
 }
@@ -271,14 +271,20 @@ fn karuta_migrate_creates_the_schema_once_and_check_config_connects_to_nothing()
     );
     support::write_config(&s.config, &text);
     let run = |args: &[&str]| {
-        let out = support::karuta_command(args).arg(&s.config).output().unwrap();
+        let out = support::karuta_command(args)
+            .arg(&s.config)
+            .output()
+            .unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    assert_eq!(s.pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'karuta'"), "0");
+    assert_eq!(
+        s.pg.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'karuta'"),
+        "0"
+    );
     let (code, out, err) = run(&["migrate"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("applied migrations [1]"), "{out}");
@@ -297,5 +303,8 @@ fn karuta_migrate_creates_the_schema_once_and_check_config_connects_to_nothing()
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, _, err) = run(&["migrate"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("karuta.prehooks[0].options.handler.options.url"), "{err}");
+    assert!(
+        err.contains("karuta.prehooks[0].options.handler.options.url"),
+        "{err}"
+    );
 }

@@ -169,9 +169,14 @@ async fn a_batch_becomes_transfers_baselines_and_a_batch_id() {
     assert_eq!(
         psql(
             &url,
-            "SELECT journal, first_seq, last_seq, deltas FROM karuta.batches"
+            "SELECT DISTINCT journal, first_seq, last_seq FROM karuta.batches"
         ),
-        format!("{J1}|1|14|14")
+        format!("{J1}|1|14")
+    );
+    // Recorded once for each part it was applied in (by user).
+    assert_eq!(
+        psql(&url, "SELECT count(*), sum(deltas) FROM karuta.batches"),
+        format!("{}|14", privtrak::handlers::postgres::PARTS)
     );
     // A user's ratio in one query.
     let totals = psql(

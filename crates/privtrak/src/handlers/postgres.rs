@@ -1,13 +1,19 @@
 //! `postgres`: deltas into a site's PostgreSQL, one transaction per batch.
 //!
-//! A batch is applied in one transaction that also records it in
-//! `{schema}.batches` (journal id, first and last position): the last
-//! position recorded for a journal is what this handler has applied, so a
+//! A batch is applied in transactions that also record it in
+//! `{schema}.batches` (journal id, part, first and last position): the
+//! positions recorded for a journal are what this handler has applied, so a
 //! batch retried after a lost COMMIT reply, or replayed after a crash, is
 //! acknowledged without being applied again, and one that straddles it is
 //! applied from the next position on.
 //!
-//! In the transaction the batch is first summed per (user, torrent) —
+//! A batch is applied in [`PARTS`] parts at once, split by user, each in a
+//! transaction of its own on its own connection (one PostgreSQL backend is
+//! one core): parts touch disjoint rows, each part records its position, and
+//! what the handler has applied is the least of them, so a crash between two
+//! parts' commits replays only what is missing.
+//!
+//! In a transaction the part is first summed per (user, torrent) —
 //! `transfers` rows grow by the sums — and per peer — `peers` rows take each
 //! peer's last baseline, or go when its last delta closed it — and the rows
 //! are written sorted by key with array parameters (`unnest`), a statement
@@ -96,9 +102,25 @@ struct Transfer {
 type TransferKey = (UserId, InfoHash);
 type PeerKey = (UserId, InfoHash, PeerId);
 
-/// The batch summed per (user, torrent), and each peer's last delta (its
-/// state after the batch), both sorted by key.
-fn sum(deltas: &[Delta]) -> (BTreeMap<TransferKey, Transfer>, BTreeMap<PeerKey, &Delta>) {
+/// How many parts a batch is applied in, at once: deltas go to a part by
+/// user, so parts touch disjoint rows and a peer's deltas stay in order in
+/// one part. Fixed: each part's position is recorded apart, and a delta must
+/// find its part at every start.
+pub const PARTS: usize = 4;
+
+fn part_of(user: &UserId) -> usize {
+    // The last byte: sequential site ids spread, and passkeys are random.
+    usize::from(user.0[15]) % PARTS
+}
+
+/// The deltas summed per (user, torrent), and each peer's last delta (its
+/// state after them), both sorted by key.
+fn sum<'a>(
+    deltas: impl Iterator<Item = &'a Delta>,
+) -> (
+    BTreeMap<TransferKey, Transfer>,
+    BTreeMap<PeerKey, &'a Delta>,
+) {
     let mut transfers: BTreeMap<TransferKey, Transfer> = BTreeMap::new();
     let mut peers: BTreeMap<PeerKey, &Delta> = BTreeMap::new();
     for d in deltas {
@@ -170,44 +192,82 @@ impl PostgresHandler {
         &self.db
     }
 
-    /// Applies one batch in one transaction; `Ok(false)` when it met a
-    /// conflict worth retrying at once.
+    /// Applies one batch: its deltas split by user into [`PARTS`] parts,
+    /// each part in a transaction of its own, all at once on separate
+    /// connections. `Ok(false)` when a part met a conflict worth retrying.
     async fn apply(&self, batch: &Batch) -> Result<bool, HandlerError> {
+        let mut parts: Vec<Vec<&Delta>> = vec![Vec::new(); PARTS];
+        for d in &batch.deltas {
+            parts[part_of(&d.user)].push(d);
+        }
+        let results = futures_util::future::join_all(
+            parts
+                .iter()
+                .enumerate()
+                .map(|(part, deltas)| self.apply_part(batch, part, deltas)),
+        )
+        .await;
+        let mut done = true;
+        for r in results {
+            done &= r?;
+        }
+        Ok(done)
+    }
+
+    /// One part of a batch in one transaction, which also records the batch
+    /// for this part (so its position moves on even when the part is empty).
+    async fn apply_part(
+        &self,
+        batch: &Batch,
+        part: usize,
+        deltas: &[&Delta],
+    ) -> Result<bool, HandlerError> {
         let db = &self.db;
         let mut client = db.client().await.map_err(HandlerError::new)?;
         let tx = client.transaction().await.map_err(|e| err(db, &e))?;
         let journal = batch.id.journal.to_string();
-        // One writer per journal at a time (a second process on one journal
-        // would be a mistake; this keeps it from counting twice).
+        let part_id = part as i16;
+        // One writer per part of a journal at a time (a second process on
+        // one journal would be a mistake; this keeps it from counting twice).
         tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&journal],
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
+            &[&journal, &i64::from(part_id)],
         )
         .await
         .map_err(|e| err(db, &e))?;
         let applied: i64 = tx
             .query_one(
                 &db.sql(
-                    "SELECT coalesce(max(last_seq), 0) FROM {schema}.batches WHERE journal = $1",
+                    "SELECT coalesce(max(last_seq), 0) FROM {schema}.batches WHERE journal = $1 AND part = $2",
                 ),
-                &[&journal],
+                &[&journal, &part_id],
             )
             .await
             .map_err(|e| err(db, &e))?
             .get(0);
-        let Some((id, deltas)) = batch.after(applied.max(0) as u64) else {
+        let applied = applied.max(0) as u64;
+        if applied >= batch.id.last {
             tx.rollback().await.map_err(|e| err(db, &e))?;
             return Ok(true);
-        };
-        let (transfers, peers) = sum(deltas);
+        }
+        let todo: Vec<&Delta> = deltas.iter().copied().filter(|d| d.seq > applied).collect();
+        let (transfers, peers) = sum(todo.iter().copied());
+        let first = batch.id.first.max(applied + 1);
         let result = async {
             self.write_transfers(&tx, &transfers).await?;
             self.write_peers(&tx, &peers).await?;
             tx.execute(
                 &db.sql(
-                    "INSERT INTO {schema}.batches (journal, first_seq, last_seq, deltas) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO {schema}.batches (journal, part, first_seq, last_seq, deltas)
+                     VALUES ($1, $2, $3, $4, $5)",
                 ),
-                &[&journal, &i64_of(id.first), &i64_of(id.last), &(deltas.len() as i32)],
+                &[
+                    &journal,
+                    &part_id,
+                    &i64_of(first),
+                    &i64_of(batch.id.last),
+                    &(todo.len() as i32),
+                ],
             )
             .await?;
             Ok::<(), database::tokio_postgres::Error>(())
@@ -374,7 +434,7 @@ impl PostgresHandler {
         let sql = db.sql(&format!(
             "DELETE FROM {{schema}}.batches AS b
              WHERE applied_at < now() - interval '{KEEP_BATCHES}'
-               AND last_seq < (SELECT max(last_seq) FROM {{schema}}.batches WHERE journal = b.journal)"
+               AND last_seq < (SELECT max(last_seq) FROM {{schema}}.batches WHERE journal = b.journal AND part = b.part)"
         ));
         if let Err(e) = client.execute(&sql, &[]).await {
             tracing::debug!(error = %db.error(&e), "privtrak: pruning old batch ids failed");
@@ -394,12 +454,19 @@ impl DeltaHandler for PostgresHandler {
         Box::pin(async move {
             self.ready().await?;
             let client = self.db.client().await.map_err(HandlerError::new)?;
+            // Every part has applied up to its own position; the batch is
+            // applied up to the least of them (a part that never recorded
+            // one has applied nothing).
             let applied: i64 = client
                 .query_one(
                     &self.db.sql(
-                        "SELECT coalesce(max(last_seq), 0) FROM {schema}.batches WHERE journal = $1",
+                        "SELECT coalesce(min(m), 0) FROM (
+                             SELECT (SELECT coalesce(max(last_seq), 0) FROM {schema}.batches
+                                     WHERE journal = $1 AND part = p) AS m
+                             FROM generate_series(0, $2 - 1) AS p
+                         ) AS parts",
                     ),
-                    &[&journal.to_string()],
+                    &[&journal.to_string(), &(PARTS as i32)],
                 )
                 .await
                 .map_err(|e| err(&self.db, &e))?
