@@ -101,7 +101,7 @@ fn main() {
     // in turn for the measured time.
     let mut seq = 0u64;
     let mut k = 0u64;
-    let mut send = |count: u64, seq: &mut u64, k: &mut u64| {
+    let send = |count: u64, seq: &mut u64, k: &mut u64| {
         let first = *seq + 1;
         let deltas: Vec<Delta> = (0..count)
             .map(|_| {
