@@ -204,6 +204,9 @@ impl DriverConfig for PrivtrakConfig {
         if self.journal_path.as_os_str().is_empty() {
             return Err(ConfigError::new("journal_path", "must name a directory"));
         }
+        // What a start would find: the directory, or its parent to make it in.
+        check_dir_or_parent(&self.journal_path)
+            .map_err(|why| ConfigError::new("journal_path", why))?;
         if self.journal_segment_bytes.0 < 64 << 10 {
             return Err(ConfigError::new(
                 "journal_segment_bytes",
@@ -217,6 +220,24 @@ impl DriverConfig for PrivtrakConfig {
             ));
         }
         self.handler.validate().map_err(|e| e.within("handler"))
+    }
+}
+
+/// A directory that exists, or a path whose parent directory does.
+pub(crate) fn check_dir_or_parent(path: &std::path::Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if path.exists() {
+        return Err(format!("{} exists and is not a directory", path.display()));
+    }
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) if !parent.is_dir() => Err(format!(
+            "{} cannot be created: {} is not a directory",
+            path.display(),
+            parent.display()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -238,7 +259,12 @@ mod tests {
     use super::*;
     use tracker::Options;
 
-    fn parse(v: serde_json::Value) -> Result<PrivtrakConfig, ConfigError> {
+    fn parse(mut v: serde_json::Value) -> Result<PrivtrakConfig, ConfigError> {
+        // A journal directory a start could make (its parent exists).
+        if v.get("journal_path").is_none() {
+            let dir = std::env::temp_dir().join("karuta-config-test-journal");
+            v["journal_path"] = dir.display().to_string().into();
+        }
         let c: PrivtrakConfig = Options::new(v, "p").deserialize()?;
         c.validate().map_err(|e| e.within("p"))?;
         Ok(c)

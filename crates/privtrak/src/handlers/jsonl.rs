@@ -47,6 +47,20 @@ impl JsonlConfig {
         if self.path.as_os_str().is_empty() {
             return Err(ConfigError::new("path", "must name a file"));
         }
+        if self.path.is_dir() {
+            return Err(ConfigError::new(
+                "path",
+                format!("{} is a directory", self.path.display()),
+            ));
+        }
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(ConfigError::new(
+                "path",
+                format!("{} is not a directory", parent.display()),
+            ));
+        }
         Ok(())
     }
 }
