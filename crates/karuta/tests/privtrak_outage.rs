@@ -105,6 +105,14 @@ async fn a_slow_then_failing_handler_throttles_announces_and_loses_nothing() {
         .collect();
 
     tokio::task::block_in_place(|| {
+        // privtrak's own metric names, next to karuta's.
+        drive(&mut groups, t, Duration::from_millis(1500));
+        // 24 clients, each its own user; one between two sessions has no
+        // record for a moment.
+        let users = metric(&ops, "chihaya_privtrak_users_count");
+        assert!((12.0..=24.0).contains(&users), "{users} users");
+        assert_eq!(metric(&ops, "karuta_privtrak_records"), users);
+        assert!(metric(&ops, "chihaya_privtrak_gc_duration_milliseconds_count") >= 0.0);
         // Slow: every batch takes 100 ms; announces are not held up.
         h.set_delay(Duration::from_millis(100));
         drive(&mut groups, t, Duration::from_secs(2));

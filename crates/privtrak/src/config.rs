@@ -155,6 +155,27 @@ pub const MAX_BATCH: usize = 65_536;
 
 impl DriverConfig for PrivtrakConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_options()?;
+        self.handler.validate().map_err(|e| e.within("handler"))
+    }
+}
+
+/// privtrak's options for a hook whose handler is given in code
+/// ([`crate::register_with`]): the `handler:` section is not used, so not
+/// checked.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct OwnHandlerConfig(pub PrivtrakConfig);
+
+impl DriverConfig for OwnHandlerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.0.validate_options()
+    }
+}
+
+impl PrivtrakConfig {
+    /// Everything but the handler section.
+    fn validate_options(&self) -> Result<(), ConfigError> {
         if self.passkey.is_empty() {
             return Err(ConfigError::new("passkey", "must name a parameter"));
         }
@@ -219,7 +240,7 @@ impl DriverConfig for PrivtrakConfig {
                 "must be at least 1MiB",
             ));
         }
-        self.handler.validate().map_err(|e| e.within("handler"))
+        Ok(())
     }
 }
 

@@ -120,10 +120,15 @@ pub fn identifier(config: &PrivtrakConfig) -> PasskeyIdentifier {
 /// builds a new hook on the same state, applying the options that can change
 /// live; the state stops with the last hook that uses it.
 pub fn register(registry: &mut Registry) {
-    register_driver(registry, "privtrak", |config: &PrivtrakConfig| {
-        let handler = config.handler.clone();
-        Box::pin(async move { handler.build().await.map_err(|e| e.within("handler")) })
-    });
+    register_driver(
+        registry,
+        "privtrak",
+        |config: PrivtrakConfig| config,
+        |config: &PrivtrakConfig| {
+            let handler = config.handler.clone();
+            Box::pin(async move { handler.build().await.map_err(|e| e.within("handler")) })
+        },
+    );
 }
 
 /// Registers a privtrak pre-hook under `name` whose deltas go to a handler
@@ -134,25 +139,34 @@ pub fn register_with(
     name: &str,
     handler: impl Fn() -> Arc<dyn DeltaHandler> + Send + Sync + 'static,
 ) {
-    register_driver(registry, name, move |_: &PrivtrakConfig| {
-        let handler = handler();
-        Box::pin(async move { Ok(handler) })
-    });
+    register_driver(
+        registry,
+        name,
+        |config: config::OwnHandlerConfig| config.0,
+        move |_: &PrivtrakConfig| {
+            let handler = handler();
+            Box::pin(async move { Ok(handler) })
+        },
+    );
 }
 
 type HandlerBuild = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Arc<dyn DeltaHandler>, ConfigError>> + Send>,
 >;
 
-fn register_driver(
+/// `C` is the options as the registry reads and checks them; `options`
+/// turns them into privtrak's.
+fn register_driver<C: tracker::DriverConfig>(
     registry: &mut Registry,
     name: &str,
+    options: fn(C) -> PrivtrakConfig,
     make_handler: impl Fn(&PrivtrakConfig) -> HandlerBuild + Send + Sync + 'static,
 ) {
     type Slot = Option<(Arc<Privtrak>, Arc<AtomicUsize>)>;
     let state: Arc<tokio::sync::Mutex<Slot>> = Arc::default();
     let make_handler = Arc::new(make_handler);
-    registry.register_hook_async(name, move |config: PrivtrakConfig| {
+    registry.register_hook_async(name, move |config: C| {
+        let config = options(config);
         let state = Arc::clone(&state);
         let make_handler = Arc::clone(&make_handler);
         async move {
