@@ -47,12 +47,31 @@ pub struct Postgres {
     owner: Option<(u32, u32)>,
     child: Option<Child>,
     dir: TempDir,
+    /// The certificate (its own CA) when the server speaks TLS.
+    tls: Option<PathBuf>,
 }
 
 impl Postgres {
     /// A new cluster in a temp dir named after `tag`, started and accepting
     /// connections.
     pub fn start(tag: &str) -> Postgres {
+        Postgres::launch(tag, None)
+    }
+
+    /// The same, also speaking TLS with a fresh self-signed certificate for
+    /// `names` (see [`Postgres::ca_file`]).
+    pub fn start_tls(tag: &str, names: &[&str]) -> Postgres {
+        Postgres::launch(tag, Some(names))
+    }
+
+    /// The certificate clients trust to reach a [`Postgres::start_tls`] server.
+    pub fn ca_file(&self) -> &std::path::Path {
+        self.tls
+            .as_deref()
+            .expect("a server started with start_tls")
+    }
+
+    fn launch(tag: &str, tls: Option<&[&str]>) -> Postgres {
         let dir = TempDir::new(tag);
         let owner = process::running_as_root().then(postgres_user);
         if let Some((uid, gid)) = owner {
@@ -65,6 +84,7 @@ impl Postgres {
             owner,
             child: None,
             dir,
+            tls: None,
         };
         let out = pg
             .server_command("initdb")
@@ -82,6 +102,18 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(names) = tls {
+            let (cert, key) = crate::tls::SelfSigned::new(names).write(pg.dir.path());
+            // The server insists: its key readable by its owner alone.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((uid, gid)) = pg.owner {
+                for f in [&cert, &key] {
+                    std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+                }
+            }
+            pg.tls = Some(cert);
+        }
         pg.restart();
         pg
     }
@@ -205,6 +237,17 @@ impl Postgres {
             ])
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "shared_buffers=16MB", "-c", "max_connections=50"])
+            .args(self.tls.iter().flat_map(|cert| {
+                let key = cert.with_file_name("key.pem");
+                [
+                    "-c".to_owned(),
+                    "ssl=on".to_owned(),
+                    "-c".to_owned(),
+                    format!("ssl_cert_file={}", cert.display()),
+                    "-c".to_owned(),
+                    format!("ssl_key_file={}", key.display()),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
