@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conninfo;
+mod listen;
 mod migrate;
 pub mod tls;
 
@@ -30,6 +31,7 @@ use tracker::ConfigError;
 use tracker::config::ConfigDuration;
 
 pub use deadpool_postgres;
+pub use listen::{Listener, Notice};
 pub use migrate::{MIGRATIONS, Migration, migrate};
 pub use tokio_postgres;
 
@@ -92,6 +94,7 @@ fn is_identifier(s: &str) -> bool {
 }
 
 /// A parsed `url`: what tokio-postgres connects with and how to talk TLS.
+#[derive(Clone)]
 struct Target {
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
@@ -184,6 +187,9 @@ pub struct Database {
     pool: Pool,
     schema: String,
     target: String,
+    /// For connections of their own (LISTEN), outside the pool.
+    pub(crate) connect: tokio_postgres::Config,
+    pub(crate) tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for Database {
@@ -201,8 +207,8 @@ impl Database {
         options.validate()?;
         let target = options.target()?;
         let manager = Manager::from_config(
-            target.config,
-            target.tls,
+            target.config.clone(),
+            target.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -220,6 +226,8 @@ impl Database {
             pool,
             schema: options.schema.clone(),
             target: target.name,
+            connect: target.config,
+            tls: target.tls,
         })
     }
 

@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "accounting: transfers, peers, batches, user_totals",
-    sql: include_str!("../migrations/0001_accounting.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "accounting: transfers, peers, batches, user_totals",
+        sql: include_str!("../migrations/0001_accounting.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "site: users, torrents, their NOTIFY triggers, credited bytes",
+        sql: include_str!("../migrations/0002_site.sql"),
+    },
+];
 
 /// An advisory lock key that only karuta's migrations take ("karuta" in ASCII).
 const LOCK: i64 = 0x6b61_7275_7461;

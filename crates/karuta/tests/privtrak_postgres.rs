@@ -287,10 +287,10 @@ fn karuta_migrate_creates_the_schema_once_and_check_config_connects_to_nothing()
     );
     let (code, out, err) = run(&["migrate"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("applied migrations [1]"), "{out}");
+    assert!(out.contains("applied migrations [1, 2]"), "{out}");
     assert_eq!(
-        s.pg.psql("SELECT version FROM karuta.schema_migrations"),
-        "1"
+        s.pg.psql("SELECT version FROM karuta.schema_migrations ORDER BY 1"),
+        "1\n2"
     );
     let (code, out, _) = run(&["migrate"]);
     assert_eq!(code, Some(0));

@@ -25,6 +25,7 @@ pub mod ipnet;
 mod limits;
 mod logic;
 mod registry;
+pub mod site;
 pub mod stats;
 mod store;
 pub mod telemetry;
