@@ -54,6 +54,9 @@ fn delta(k: u64, seq: u64) -> Delta {
         reported_at: SystemTime::now(),
         total_uploaded: 1000 * (k / PEERS + 1),
         total_downloaded: 500 * (k / PEERS + 1),
+        site_user: None,
+        upload_factor: 1.0,
+        download_factor: 1.0,
     }
 }
 

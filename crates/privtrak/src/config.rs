@@ -119,6 +119,13 @@ pub struct PrivtrakConfig {
     /// How often baselines are written to a snapshot (handlers that do not
     /// keep them), so the journal can be trimmed.
     pub snapshot_interval: ConfigDuration,
+    /// Freeleech for everyone: downloads are credited at 0 (raw bytes are
+    /// still kept as reported).
+    pub freeleech: bool,
+    /// Most active peers of one user on one torrent; the next is refused
+    /// with `too many peers for this torrent` until one stops or expires.
+    /// 0: no limit.
+    pub max_peers_per_user_torrent: usize,
     pub handler: HandlerConfig,
 }
 
@@ -142,6 +149,8 @@ impl Default for PrivtrakConfig {
             max_wait: secs(2),
             shutdown_timeout: secs(30),
             snapshot_interval: secs(5 * 60),
+            freeleech: false,
+            max_peers_per_user_torrent: 3,
             handler: HandlerConfig::default(),
         }
     }

@@ -63,6 +63,9 @@ fn delta(n: u64) -> Delta {
         reported_at: UNIX_EPOCH + Duration::from_secs(1_790_000_000 + n),
         total_uploaded: 1000 + n,
         total_downloaded: 2000 + n,
+        site_user: n.is_multiple_of(3).then_some(n as i64 + 100),
+        upload_factor: 1.0,
+        download_factor: 1.0,
     }
 }
 

@@ -98,7 +98,7 @@ impl From<Event> for DeltaEvent {
 }
 
 /// One peer's contribution since its previous delta.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Delta {
     /// Position in privtrak's journal: unique and increasing, the order in
     /// which deltas happened.
@@ -121,9 +121,26 @@ pub struct Delta {
     /// a restart restores, and what a handler keeping baselines stores).
     pub total_uploaded: u64,
     pub total_downloaded: u64,
+    /// The site's user id, when a hook named the user (passkey approval).
+    pub site_user: Option<i64>,
+    /// What the bytes are credited at (user factor × torrent factor, download
+    /// 0 under freeleech), as in force when they were reported; raw bytes
+    /// stay as reported.
+    pub upload_factor: f32,
+    pub download_factor: f32,
 }
 
 impl Delta {
+    /// The credited bytes: raw × factor, rounded.
+    pub fn credited(&self) -> (u64, u64) {
+        let credit =
+            |bytes: u64, factor: f32| (bytes as f64 * f64::from(factor.max(0.0))).round() as u64;
+        (
+            credit(self.uploaded, self.upload_factor),
+            credit(self.downloaded, self.download_factor),
+        )
+    }
+
     /// Unix time of the report in milliseconds.
     pub fn reported_at_ms(&self) -> u64 {
         unix_ms(self.reported_at)

@@ -53,7 +53,7 @@ impl std::str::FromStr for BatchId {
 }
 
 /// Deltas in journal order, positions `id.first..=id.last`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     pub id: BatchId,
     pub deltas: Vec<Delta>,

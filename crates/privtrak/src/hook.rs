@@ -15,7 +15,8 @@ use tracker::telemetry::{Health, MetricSample};
 use tracker::{HookFuture, ReadyOrBoxed, RequestContext, StopReason};
 
 use crate::privtrak::{NotRecorded, Recorded};
-use crate::{Privtrak, UserIdentifier};
+use crate::{Account, Privtrak, TOO_MANY_PEERS, UserId, UserIdentifier};
+use tracker::site::{SiteUser, TorrentFactors};
 
 /// A hook over a shared [`Privtrak`]: each reload builds a new one around
 /// the same state.
@@ -45,6 +46,21 @@ impl PrivtrakHook {
     }
 }
 
+/// The user and the rates of this announce: the site user's factors times
+/// the torrent's, as the approval hooks attached them (1 when absent).
+fn account_of(user: UserId, ctx: &RequestContext) -> Account {
+    let site = ctx.extensions.get::<SiteUser>();
+    let torrent = ctx.extensions.get::<TorrentFactors>();
+    let (user_up, user_down) = site.map_or((1.0, 1.0), |s| (s.upload_factor, s.download_factor));
+    let (t_up, t_down) = torrent.map_or((1.0, 1.0), |t| (t.upload_factor, t.download_factor));
+    Account {
+        user,
+        site_user: site.map(|s| s.user_id),
+        upload_factor: user_up * t_up,
+        download_factor: user_down * t_down,
+    }
+}
+
 impl tracker::Hook for PrivtrakHook {
     fn handle_announce<'a>(
         &'a self,
@@ -56,11 +72,13 @@ impl tracker::Hook for PrivtrakHook {
             Ok(user) => user,
             Err(e) => return ReadyOrBoxed::ready(Err(e.into())),
         };
-        match self.privtrak.record(user, req, SystemTime::now()) {
+        let account = account_of(user, ctx);
+        match self.privtrak.record(account, req, SystemTime::now()) {
             Ok(Recorded::Nothing) => ReadyOrBoxed::ready(Ok(())),
             Ok(Recorded::Pending(seq)) => ReadyOrBoxed::boxed(self.privtrak.durable(seq)),
             // Back-pressure: wait for room (or refuse), off the fast path.
-            Err(NotRecorded::Full) => ReadyOrBoxed::boxed(self.privtrak.announce(user, req)),
+            Err(NotRecorded::Full) => ReadyOrBoxed::boxed(self.privtrak.announce(account, req)),
+            Err(NotRecorded::TooManyPeers) => ReadyOrBoxed::ready(Err(TOO_MANY_PEERS.into())),
             Err(NotRecorded::Failed(e)) => ReadyOrBoxed::ready(Err(tracker::TrackerError::Store(
                 tracker::StoreError::Unavailable(format!("privtrak journal: {e}")),
             ))),

@@ -85,7 +85,7 @@ pub use handler::{Batch, BatchId, DeltaHandler, HandlerError, HandlerFuture};
 pub use hook::PrivtrakHook;
 pub use journal::JournalId;
 pub use metrics::Metrics;
-pub use privtrak::{BUSY, NotRecorded, OpenError, Privtrak, Recorded};
+pub use privtrak::{Account, BUSY, NotRecorded, OpenError, Privtrak, Recorded, TOO_MANY_PEERS};
 pub use records::PeerRecord;
 pub use user::{PasskeyIdentifier, SiteUser, UserId, UserIdentifier};
 

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::PrivtrakConfig;
-use crate::delta::{Delta, Report, account};
+use crate::delta::{Delta, Report, account as credit_of};
 use crate::handler::{DeltaHandler, baseline_after};
 use crate::journal::snapshot;
 use crate::journal::{Journal, JournalError};
@@ -55,6 +55,8 @@ pub(crate) struct Settings {
     pub max_wait: Duration,
     pub shutdown_timeout: Duration,
     pub snapshot_interval: Duration,
+    pub freeleech: bool,
+    pub max_peers_per_user_torrent: usize,
 }
 
 impl Settings {
@@ -69,6 +71,8 @@ impl Settings {
             max_wait: c.max_wait.0,
             shutdown_timeout: c.shutdown_timeout.0,
             snapshot_interval: c.snapshot_interval.0,
+            freeleech: c.freeleech,
+            max_peers_per_user_torrent: c.max_peers_per_user_torrent,
         }
     }
 }
@@ -89,6 +93,35 @@ pub enum NotRecorded {
     Full,
     /// The journal failed (a disk error): nothing can be recorded.
     Failed(JournalError),
+    /// A new peer of a user who has `max_peers_per_user_torrent` active
+    /// peers on the torrent already.
+    TooManyPeers,
+}
+
+/// What announces beyond `max_peers_per_user_torrent` are refused with.
+pub const TOO_MANY_PEERS: ClientError = ClientError::new("too many peers for this torrent");
+
+/// Whom an announce is credited to, and at what rates: the user's and the
+/// torrent's factors multiplied (download 0 under the global freeleech).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Account {
+    pub user: UserId,
+    /// The site's user id, when `passkey approval` named the user.
+    pub site_user: Option<i64>,
+    pub upload_factor: f32,
+    pub download_factor: f32,
+}
+
+impl From<UserId> for Account {
+    /// A user credited at the raw bytes.
+    fn from(user: UserId) -> Self {
+        Account {
+            user,
+            site_user: None,
+            upload_factor: 1.0,
+            download_factor: 1.0,
+        }
+    }
 }
 
 pub(crate) fn unix_secs(t: SystemTime) -> u32 {
@@ -164,7 +197,9 @@ impl Privtrak {
         }
         let records = Records::new(config.shard_count);
         let put = |r: crate::records::PeerRecord| {
-            records.update(r.user, &r.info_hash, &r.peer_id, |_| (Some(r.baseline), ()));
+            records.update(r.user, &r.info_hash, &r.peer_id, |_, _| {
+                (Some(r.baseline), ())
+            });
         };
         // Baselines: the local snapshot; else the handler's, when it keeps
         // them; else none (the whole journal is replayed). Start-up blocks
@@ -219,7 +254,7 @@ impl Privtrak {
                 }
                 if d.seq >= replay_from {
                     replayed += 1;
-                    records.update(d.user, &d.info_hash, &d.peer_id, |_| {
+                    records.update(d.user, &d.info_hash, &d.peer_id, |_, _| {
                         (baseline_after(d), ())
                     });
                 }
@@ -297,10 +332,12 @@ impl Privtrak {
     /// there is something to deliver, appends the delta to the journal.
     pub fn record(
         &self,
-        user: UserId,
+        account: impl Into<Account>,
         req: &AnnounceRequest,
         now: SystemTime,
     ) -> Result<Recorded, NotRecorded> {
+        let account = account.into();
+        let user = account.user;
         let settings = self.settings();
         if self.journal.unacknowledged_bytes() >= settings.journal_max_bytes {
             return Err(NotRecorded::Full);
@@ -313,45 +350,64 @@ impl Privtrak {
             now: unix_secs(now),
         };
         let peer = req.peer;
-        self.records.update(user, &req.info_hash, &peer.id, |prev| {
-            let outcome = account(prev, &report, settings.peer_lifetime);
-            let Some(credit) = outcome.credit else {
-                return (outcome.next, Ok(Recorded::Nothing));
-            };
-            let mut delta = Delta {
-                seq: 0,
-                user,
-                info_hash: req.info_hash,
-                peer_id: peer.id,
-                addr: Some(peer.addr()),
-                event: report.event,
-                uploaded: credit.uploaded,
-                downloaded: credit.downloaded,
-                left: req.left,
-                seed_seconds: credit.seed_seconds,
-                leech_seconds: credit.leech_seconds,
-                reported_at: now,
-                total_uploaded: req.uploaded,
-                total_downloaded: req.downloaded,
-            };
-            match self.journal.append(&mut delta) {
-                Ok(seq) => (outcome.next, Ok(Recorded::Pending(seq))),
-                // Not journaled: the baseline must not move.
-                Err(e) => (prev.copied(), Err(NotRecorded::Failed(e))),
-            }
-        })
+        let limit = settings.max_peers_per_user_torrent;
+        let download_factor = if settings.freeleech {
+            0.0
+        } else {
+            account.download_factor
+        };
+        self.records
+            .update(user, &req.info_hash, &peer.id, |prev, on_torrent| {
+                // A stopped announce of an unknown peer records nothing anyway.
+                if prev.is_none()
+                    && limit > 0
+                    && on_torrent >= limit
+                    && report.event != crate::delta::DeltaEvent::Stopped
+                {
+                    return (None, Err(NotRecorded::TooManyPeers));
+                }
+                let outcome = credit_of(prev, &report, settings.peer_lifetime);
+                let Some(credit) = outcome.credit else {
+                    return (outcome.next, Ok(Recorded::Nothing));
+                };
+                let mut delta = Delta {
+                    seq: 0,
+                    user,
+                    info_hash: req.info_hash,
+                    peer_id: peer.id,
+                    addr: Some(peer.addr()),
+                    event: report.event,
+                    uploaded: credit.uploaded,
+                    downloaded: credit.downloaded,
+                    left: req.left,
+                    seed_seconds: credit.seed_seconds,
+                    leech_seconds: credit.leech_seconds,
+                    reported_at: now,
+                    total_uploaded: req.uploaded,
+                    total_downloaded: req.downloaded,
+                    site_user: account.site_user,
+                    upload_factor: account.upload_factor,
+                    download_factor,
+                };
+                match self.journal.append(&mut delta) {
+                    Ok(seq) => (outcome.next, Ok(Recorded::Pending(seq))),
+                    // Not journaled: the baseline must not move.
+                    Err(e) => (prev.copied(), Err(NotRecorded::Failed(e))),
+                }
+            })
     }
 
     /// Records an announce and waits until its delta is durable, waiting up
     /// to `max_wait` for room in the journal. The error is the client's.
     pub async fn announce(
         &self,
-        user: UserId,
+        account: impl Into<Account>,
         req: &AnnounceRequest,
     ) -> Result<(), tracker::TrackerError> {
+        let account = account.into();
         let deadline = Instant::now() + self.settings().max_wait;
         loop {
-            match self.record(user, req, SystemTime::now()) {
+            match self.record(account, req, SystemTime::now()) {
                 Ok(Recorded::Nothing) => return Ok(()),
                 Ok(Recorded::Pending(seq)) => return self.durable(seq).await,
                 Err(NotRecorded::Full) => {
@@ -363,6 +419,7 @@ impl Privtrak {
                     let _ = tokio::time::timeout(left, self.journal.acknowledged()).await;
                 }
                 Err(NotRecorded::Failed(e)) => return Err(unavailable(&e)),
+                Err(NotRecorded::TooManyPeers) => return Err(TOO_MANY_PEERS.into()),
             }
         }
     }

@@ -111,21 +111,30 @@ impl Records {
     }
 
     /// Runs `f` on the baseline of (user, info hash, peer) under its shard's
-    /// lock and stores what `f` returns as the new baseline (`None` removes
-    /// the record). `f` also returns a value for the caller.
+    /// lock, with how many records the user has on that torrent (the peer's
+    /// own included), and stores what `f` returns as the new baseline
+    /// (`None` removes the record). `f` also returns a value for the caller.
     pub fn update<R>(
         &self,
         user: UserId,
         info_hash: &InfoHash,
         peer_id: &PeerId,
-        f: impl FnOnce(Option<&Baseline>) -> (Option<Baseline>, R),
+        f: impl FnOnce(Option<&Baseline>, usize) -> (Option<Baseline>, R),
     ) -> R {
         let mut shard = self.lock(self.shard_index(&user));
-        if let Some(t) = self.torrents.get(info_hash)
+        let torrent = self.torrents.get(info_hash);
+        let on_torrent = match (torrent, shard.users.get(&user)) {
+            (Some(t), Some(recs)) => {
+                recs.partition_point(|r| { r.torrent } <= t.0)
+                    - recs.partition_point(|r| { r.torrent } < t.0)
+            }
+            _ => 0,
+        };
+        if let Some(t) = torrent
             && let Some(recs) = shard.users.get_mut(&user)
             && let Ok(i) = recs.binary_search_by(|r| r.key().cmp(&(t.0, peer_id.0)))
         {
-            let (next, out) = f(Some(&recs[i].baseline()));
+            let (next, out) = f(Some(&recs[i].baseline()), on_torrent);
             match next {
                 Some(b) => recs[i].set(&b),
                 None => {
@@ -138,7 +147,7 @@ impl Records {
             }
             return out;
         }
-        let (next, out) = f(None);
+        let (next, out) = f(None, on_torrent);
         if let Some(b) = next {
             let torrent = self.torrents.acquire(info_hash);
             let recs = shard.users.entry(user).or_default();
@@ -163,7 +172,7 @@ impl Records {
 
     /// The baseline of one peer, if there is a record.
     pub fn get(&self, user: UserId, info_hash: &InfoHash, peer_id: &PeerId) -> Option<Baseline> {
-        self.update(user, info_hash, peer_id, |b| (b.copied(), b.copied()))
+        self.update(user, info_hash, peer_id, |b, _| (b.copied(), b.copied()))
     }
 
     /// How many records one user has on one torrent (its active peers).
@@ -286,7 +295,7 @@ mod tests {
             (u1, t2, p1, 30),
             (u2, t1, p1, 40),
         ] {
-            r.update(u, &t, &p, |prev| {
+            r.update(u, &t, &p, |prev, _| {
                 assert!(prev.is_none());
                 (Some(b(up, 1)), ())
             });
@@ -303,12 +312,13 @@ mod tests {
         assert_eq!(r.torrents.len(), 2);
 
         // Update, then remove.
-        r.update(u1, &t1, &p1, |prev| {
+        r.update(u1, &t1, &p1, |prev, on_torrent| {
             assert_eq!(prev, Some(&b(10, 1)));
+            assert_eq!(on_torrent, 2, "two peers of u1 on t1");
             (Some(b(15, 2)), ())
         });
         assert_eq!(r.get(u1, &t1, &p1), Some(b(15, 2)));
-        r.update(u1, &t2, &p1, |_| (None, ()));
+        r.update(u1, &t2, &p1, |_, _| (None, ()));
         assert_eq!(r.get(u1, &t2, &p1), None);
         assert_eq!(r.torrents.len(), 1, "t2 has no records left");
 
@@ -340,7 +350,7 @@ mod tests {
             UserId([1; 16]),
             &InfoHash([1; 20]),
             &PeerId([1; 20]),
-            |_| (None, ()),
+            |_, _| (None, ()),
         );
         assert_eq!(r.counts(), (0, 0));
         assert_eq!(r.torrents.len(), 0);

@@ -81,6 +81,10 @@ pub(crate) fn collect_garbage(p: &Privtrak) -> usize {
                 reported_at: now,
                 total_uploaded: rec.baseline.uploaded,
                 total_downloaded: rec.baseline.downloaded,
+                // No bytes: nothing to credit, the row keeps its user.
+                site_user: None,
+                upload_factor: 1.0,
+                download_factor: 1.0,
             };
             // A failed journal refuses everything; the record comes back
             // from the journal at the next start and expires then.

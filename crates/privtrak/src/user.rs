@@ -45,12 +45,7 @@ impl fmt::Display for UserId {
     }
 }
 
-/// The site's user, attached to the request by a hook that looked it up
-/// (passkey approval). privtrak prefers it to the passkey.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SiteUser {
-    pub user_id: i64,
-}
+pub use tracker::site::SiteUser;
 
 /// Turns a request into the user it counts for.
 ///
@@ -232,7 +227,11 @@ mod tests {
     fn a_site_user_wins() {
         let id = PasskeyIdentifier::new("passkey", None);
         let mut ctx = RequestContext::new();
-        ctx.extensions.insert(SiteUser { user_id: 42 });
+        ctx.extensions.insert(SiteUser {
+            user_id: 42,
+            upload_factor: 1.0,
+            download_factor: 1.0,
+        });
         let r = req("/announce", None);
         assert_eq!(id.identify(&ctx, &r), Ok(UserId::from_site_id(42)));
         assert_eq!(UserId::from_site_id(42).to_hex(), format!("{:032x}", 42));

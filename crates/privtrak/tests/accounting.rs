@@ -153,6 +153,7 @@ async fn a_full_journal_refuses_without_moving_the_baseline_then_recovers() {
                 break;
             }
             Err(privtrak::NotRecorded::Failed(e)) => panic!("{e}"),
+            Err(privtrak::NotRecorded::TooManyPeers) => panic!("one peer per user and torrent"),
         }
     }
     p.durable(last).await.unwrap();
@@ -380,4 +381,101 @@ async fn a_reload_keeps_the_state_and_the_last_hook_or_a_shutdown_ends_it() {
     let (a, _b) = (hook(&p, &live), hook(&p, &live));
     a.stop(StopReason::Shutdown).await;
     assert!(p.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_gets_at_most_max_peers_per_user_torrent_peers_on_a_torrent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = MemoryHandler::new();
+    let c = PrivtrakConfig {
+        max_peers_per_user_torrent: 2,
+        ..config(tmp.path())
+    };
+    let p = Privtrak::open(&c, Arc::new(h.clone())).await.unwrap();
+    for peer in [1, 2] {
+        p.announce(ALICE, &announce(1, peer, Event::Started, 0, 0, 9))
+            .await
+            .unwrap();
+    }
+    let refused = p
+        .announce(ALICE, &announce(1, 3, Event::Started, 0, 0, 9))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.to_string(), "too many peers for this torrent");
+    // Known peers go on; the limit is per user and per torrent.
+    p.announce(ALICE, &announce(1, 2, Event::None, 5, 0, 9))
+        .await
+        .unwrap();
+    p.announce(ALICE, &announce(2, 3, Event::Started, 0, 0, 9))
+        .await
+        .unwrap();
+    p.announce(BOB, &announce(1, 3, Event::Started, 0, 0, 9))
+        .await
+        .unwrap();
+    // A stopped announce of the refused peer is no error and records nothing.
+    p.announce(ALICE, &announce(1, 3, Event::Stopped, 0, 0, 9))
+        .await
+        .unwrap();
+    assert_eq!(p.peers_of(ALICE, &InfoHash([1; 20])), 2);
+    // One stops: there is room for the next.
+    p.announce(ALICE, &announce(1, 1, Event::Stopped, 0, 0, 9))
+        .await
+        .unwrap();
+    p.announce(ALICE, &announce(1, 3, Event::Started, 0, 0, 9))
+        .await
+        .unwrap();
+    assert_eq!(p.peers_of(ALICE, &InfoHash([1; 20])), 2);
+    // A reload can lift the limit.
+    p.reconfigure(&PrivtrakConfig {
+        max_peers_per_user_torrent: 0,
+        ..c.clone()
+    });
+    for peer in 4..10 {
+        p.announce(ALICE, &announce(1, peer, Event::Started, 0, 0, 9))
+            .await
+            .unwrap();
+    }
+    assert_eq!(p.peers_of(ALICE, &InfoHash([1; 20])), 8);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_is_raw_bytes_times_the_factors_in_force_when_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = MemoryHandler::new();
+    let c = config(tmp.path());
+    let p = Privtrak::open(&c, Arc::new(h.clone())).await.unwrap();
+    let at = |up: f32, down: f32| privtrak::Account {
+        user: ALICE,
+        site_user: Some(7),
+        upload_factor: up,
+        download_factor: down,
+    };
+    p.announce(at(2.0, 1.0), &announce(1, 1, Event::Started, 0, 0, 9))
+        .await
+        .unwrap();
+    p.announce(at(2.0, 0.5), &announce(1, 1, Event::None, 100, 1000, 9))
+        .await
+        .unwrap();
+    // Global freeleech from now on: the user's factor does not matter.
+    p.reconfigure(&PrivtrakConfig {
+        freeleech: true,
+        ..c.clone()
+    });
+    p.announce(at(1.0, 1.0), &announce(1, 1, Event::None, 150, 3000, 9))
+        .await
+        .unwrap();
+    settle(&p).await;
+    let deltas = h.deltas();
+    let raw = deltas
+        .iter()
+        .fold((0, 0), |(u, d), x| (u + x.uploaded, d + x.downloaded));
+    let credited = deltas.iter().fold((0, 0), |(u, d), x| {
+        let (cu, cd) = x.credited();
+        (u + cu, d + cd)
+    });
+    assert_eq!(raw, (150, 3000));
+    assert_eq!(credited, (2 * 100 + 50, 500));
+    assert!(deltas.iter().all(|d| d.site_user == Some(7)));
+    p.shutdown().await;
 }

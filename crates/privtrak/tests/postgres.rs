@@ -275,6 +275,52 @@ async fn baselines_come_back_from_the_database_and_stops_remove_them() {
     p.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_keep_raw_bytes_credited_bytes_and_the_site_user() {
+    let url = new_database();
+    let tmp = tempfile::tempdir().unwrap();
+    let h = Arc::new(PostgresHandler::open(&options(&url)).await.unwrap());
+    let p = Privtrak::open(&privtrak_config(tmp.path()), h)
+        .await
+        .unwrap();
+    let alice = privtrak::Account {
+        user: UserId::from_site_id(42),
+        site_user: Some(42),
+        upload_factor: 2.0,
+        download_factor: 0.0,
+    };
+    p.announce(alice, &announce(1, Event::Started, 0, 0))
+        .await
+        .unwrap();
+    p.announce(alice, &announce(1, Event::None, 1000, 400))
+        .await
+        .unwrap();
+    // Bytes reported while the user's download factor is 0.5.
+    let half = privtrak::Account {
+        download_factor: 0.5,
+        ..alice
+    };
+    p.announce(half, &announce(1, Event::None, 1500, 1400))
+        .await
+        .unwrap();
+    settle(&p).await;
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT user_id, uploaded, downloaded, credited_uploaded, credited_downloaded FROM karuta.transfers"
+        ),
+        "42|1500|1400|3000|500"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT user_id, uploaded, credited_uploaded, credited_downloaded FROM karuta.user_totals"
+        ),
+        "42|1500|3000|500"
+    );
+    p.shutdown().await;
+}
+
 /// A TCP proxy to `to` that, the first time it sees a COMMIT from the
 /// client, passes it on and then cuts both connections before the server's
 /// reply gets back: the transaction is committed, the client never hears.

@@ -22,6 +22,11 @@
 //! and deadlocks are retried here a few times; anything else fails the batch
 //! and privtrak retries it later, unchanged.
 //!
+//! Credit: `credited_uploaded`/`credited_downloaded` grow by each delta's
+//! bytes times the factors it was reported under (the user's times the
+//! torrent's, download 0 under freeleech); `uploaded`/`downloaded` stay raw.
+//! `user_id` is the site's id when `passkey approval` named the user.
+//!
 //! The baselines in `peers` are what a start restores from when privtrak has
 //! no snapshot of its own (a new machine).
 
@@ -91,6 +96,10 @@ fn err(db: &Database, e: &database::tokio_postgres::Error) -> HandlerError {
 struct Transfer {
     uploaded: u64,
     downloaded: u64,
+    credited_uploaded: u64,
+    credited_downloaded: u64,
+    /// The site's user id, when a delta named it (the latest wins).
+    user_id: Option<i64>,
     seed_seconds: u64,
     leech_seconds: u64,
     snatched_at: Option<SystemTime>,
@@ -132,6 +141,10 @@ fn sum<'a>(
         let t = transfers.entry((d.user, d.info_hash)).or_default();
         t.uploaded += d.uploaded;
         t.downloaded += d.downloaded;
+        let (credited_up, credited_down) = d.credited();
+        t.credited_uploaded += credited_up;
+        t.credited_downloaded += credited_down;
+        t.user_id = d.site_user.or(t.user_id);
         t.seed_seconds += u64::from(d.seed_seconds);
         t.leech_seconds += u64::from(d.leech_seconds);
         t.announces += 1;
@@ -307,6 +320,11 @@ impl PostgresHandler {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let (mut site, mut cup, mut cdown) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for ((user, ih), t) in transfers {
             users.push(&user.0[..]);
             hashes.push(&ih.0[..]);
@@ -318,21 +336,29 @@ impl PostgresHandler {
             snatched.push(t.snatched_at);
             first.push(t.first.unwrap_or(SystemTime::UNIX_EPOCH));
             last.push(t.last.unwrap_or(SystemTime::UNIX_EPOCH));
+            site.push(t.user_id);
+            cup.push(i64_of(t.credited_uploaded));
+            cdown.push(i64_of(t.credited_downloaded));
         }
-        let params: [&(dyn ToSql + Sync); 10] = [
-            &users, &hashes, &up, &down, &seed, &leech, &snatched, &ann, &first, &last,
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &users, &hashes, &up, &down, &seed, &leech, &snatched, &ann, &first, &last, &site,
+            &cup, &cdown,
         ];
         tx.execute(
             &self.db.sql(
                 "INSERT INTO {schema}.transfers AS t
                      (user_key, info_hash, uploaded, downloaded, seed_seconds, leech_seconds,
-                      snatched_at, announces, first_announce, last_announce)
+                      snatched_at, announces, first_announce, last_announce, user_id,
+                      credited_uploaded, credited_downloaded)
                  SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[],
                                       $6::int8[], $7::timestamptz[], $8::int8[], $9::timestamptz[],
-                                      $10::timestamptz[])
+                                      $10::timestamptz[], $11::int8[], $12::int8[], $13::int8[])
                  ON CONFLICT (user_key, info_hash) DO UPDATE SET
                      uploaded = t.uploaded + EXCLUDED.uploaded,
                      downloaded = t.downloaded + EXCLUDED.downloaded,
+                     credited_uploaded = t.credited_uploaded + EXCLUDED.credited_uploaded,
+                     credited_downloaded = t.credited_downloaded + EXCLUDED.credited_downloaded,
+                     user_id = coalesce(EXCLUDED.user_id, t.user_id),
                      seed_seconds = t.seed_seconds + EXCLUDED.seed_seconds,
                      leech_seconds = t.leech_seconds + EXCLUDED.leech_seconds,
                      snatched_at = coalesce(t.snatched_at, EXCLUDED.snatched_at),

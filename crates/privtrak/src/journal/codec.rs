@@ -10,6 +10,7 @@
 //!           | uploaded: u64 | downloaded: u64 | left: u64
 //!           | seed_seconds: u32 | leech_seconds: u32
 //!           | total_uploaded: u64 | total_downloaded: u64
+//!           | site_user: i64 (flags 4: present) | upload_factor: f32 | download_factor: f32
 //! ```
 //!
 //! Integers are little-endian. A later version may append fields; a reader
@@ -23,7 +24,7 @@ use crate::UserId;
 use crate::delta::{Delta, DeltaEvent, from_unix_ms};
 
 const VERSION: u8 = 1;
-const BODY_V1: usize = 4 + 8 + 8 + 16 + 20 + 20 + 16 + 2 + 8 + 8 + 8 + 4 + 4 + 8 + 8;
+const BODY_V1: usize = 4 + 8 + 8 + 16 + 20 + 20 + 16 + 2 + 8 + 8 + 8 + 4 + 4 + 8 + 8 + 8 + 4 + 4;
 /// Bytes of a version-1 record, header included.
 pub const RECORD_LEN: usize = 8 + BODY_V1;
 /// No body is larger: anything longer is corruption, not a record.
@@ -31,6 +32,7 @@ const MAX_BODY: usize = 4096;
 
 const HAS_ADDR: u8 = 1;
 const IPV6: u8 = 2;
+const HAS_SITE_USER: u8 = 4;
 
 /// Appends the record of `d` to `out`.
 pub fn encode(d: &Delta, out: &mut Vec<u8>) {
@@ -44,6 +46,12 @@ pub fn encode(d: &Delta, out: &mut Vec<u8>) {
             IpAddr::V6(ip) => (HAS_ADDR | IPV6, ip.octets(), a.port()),
         },
     };
+    let flags = flags
+        | if d.site_user.is_some() {
+            HAS_SITE_USER
+        } else {
+            0
+        };
     out.extend_from_slice(&[VERSION, d.event.code(), flags, 0]);
     out.extend_from_slice(&d.seq.to_le_bytes());
     out.extend_from_slice(&d.reported_at_ms().to_le_bytes());
@@ -59,6 +67,9 @@ pub fn encode(d: &Delta, out: &mut Vec<u8>) {
     out.extend_from_slice(&d.leech_seconds.to_le_bytes());
     out.extend_from_slice(&d.total_uploaded.to_le_bytes());
     out.extend_from_slice(&d.total_downloaded.to_le_bytes());
+    out.extend_from_slice(&d.site_user.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&d.upload_factor.to_le_bytes());
+    out.extend_from_slice(&d.download_factor.to_le_bytes());
     let crc = crc32fast::hash(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -126,6 +137,12 @@ pub fn decode(input: &[u8]) -> Result<(Delta, usize), Malformed> {
         reported_at,
         total_uploaded: r.u64(),
         total_downloaded: r.u64(),
+        site_user: {
+            let id = i64::from_le_bytes(r.take());
+            (flags & HAS_SITE_USER != 0).then_some(id)
+        },
+        upload_factor: f32::from_le_bytes(r.take()),
+        download_factor: f32::from_le_bytes(r.take()),
     };
     Ok((delta, 8 + len))
 }
@@ -169,6 +186,9 @@ mod tests {
             reported_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             total_uploaded: u64::MAX,
             total_downloaded: 99,
+            site_user: Some(-5),
+            upload_factor: 2.0,
+            download_factor: 0.0,
         }
     }
 
@@ -180,6 +200,13 @@ mod tests {
             Some("[2001:db8::1]:51413".parse().unwrap()),
         ] {
             let d = Delta { addr, ..sample(42) };
+            let unnamed = Delta {
+                site_user: None,
+                ..d.clone()
+            };
+            let mut buf = Vec::new();
+            encode(&unnamed, &mut buf);
+            assert_eq!(decode(&buf), Ok((unnamed, RECORD_LEN)));
             let mut buf = Vec::new();
             encode(&d, &mut buf);
             assert_eq!(buf.len(), RECORD_LEN);

@@ -27,6 +27,9 @@ fn delta(n: u64) -> Delta {
         reported_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n),
         total_uploaded: 10 * n,
         total_downloaded: 20 * n,
+        site_user: None,
+        upload_factor: 1.0,
+        download_factor: 1.0,
     }
 }
 
