@@ -13,7 +13,7 @@ CREATE TABLE {schema}.users (
 );
 
 CREATE TABLE {schema}.torrents (
-    info_hash       bytea   PRIMARY KEY CHECK (length(info_hash) = 20),
+    info_hash       bytea   PRIMARY KEY CHECK (length(info_hash) IN (20, 32)),
     upload_factor   real    NOT NULL DEFAULT 1,
     download_factor real    NOT NULL DEFAULT 1,
     deleted         boolean NOT NULL DEFAULT false

@@ -12,8 +12,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bittorrent::{
@@ -23,12 +22,18 @@ use serde::Deserialize;
 use tracker::config::ConfigDuration;
 use tracker::{ConfigError, DriverConfig, HookFuture, ReadyOrBoxed, RequestContext};
 
+use crate::file_watch::{self, FileWatch};
+use crate::site::postgres::{PgSource, Sources};
+use crate::site::torrents::Torrents;
+use database::PgOptions;
+
 pub const NAME: &str = "torrent approval";
 
 const UNAPPROVED: ClientError = ClientError::new("unapproved torrent");
+pub const UNREGISTERED: ClientError = ClientError::new("unregistered torrent");
 
-/// chihaya's options and karuta's file keys.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// chihaya's options and karuta's file and registry keys.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
     pub whitelist: Vec<String>,
@@ -39,6 +44,11 @@ pub struct Config {
     pub blacklist_file: String,
     /// karuta: how often the file is checked for changes.
     pub file_check_interval: ConfigDuration,
+    /// karuta: the site's registry of torrents.
+    pub postgres: Option<PgOptions>,
+    /// karuta: how often the registry is read in full besides its live
+    /// changes.
+    pub reload_interval: ConfigDuration,
 }
 
 impl Default for Config {
@@ -49,6 +59,8 @@ impl Default for Config {
             whitelist_file: String::new(),
             blacklist_file: String::new(),
             file_check_interval: ConfigDuration(Duration::from_secs(5)),
+            postgres: None,
+            reload_interval: ConfigDuration(Duration::from_secs(5 * 60)),
         }
     }
 }
@@ -114,6 +126,21 @@ impl DriverConfig for Config {
                 format!("{NAME:?} takes a whitelist or a blacklist, not both"),
             ));
         }
+        if let Some(pg) = &self.postgres {
+            if self.is_whitelist() || self.is_blacklist() {
+                return Err(ConfigError::new(
+                    "postgres",
+                    "a registry replaces the lists: leave whitelist and blacklist out",
+                ));
+            }
+            pg.validate().map_err(|e| e.within("postgres"))?;
+            if self.reload_interval.0.is_zero() {
+                return Err(ConfigError::new(
+                    "reload_interval",
+                    "must be greater than zero",
+                ));
+            }
+        }
         hashes(&self.whitelist, "whitelist")?;
         hashes(&self.blacklist, "blacklist")?;
         if self.file_check_interval.0.is_zero() {
@@ -131,13 +158,8 @@ pub struct TorrentApproval {
     whitelist: bool,
     inline: HashSet<InfoHash>,
     from_file: Arc<ArcSwap<HashSet<InfoHash>>>,
-    /// Dropping the sender stops the file watcher.
-    stop_watching: Option<mpsc::Sender<()>>,
-}
-
-fn modified(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    stop_watching: Option<FileWatch>,
+    registry: Option<Arc<PgSource<Torrents>>>,
 }
 
 impl TorrentApproval {
@@ -153,70 +175,90 @@ impl TorrentApproval {
         let mut stop_watching = None;
         if let Some((path, key)) = config.file() {
             // Stamped before reading: a change made while reading is seen next time.
-            let stamp = modified(&path);
+            let seen = file_watch::stamp(&path);
             let list = read_list(&path).map_err(|m| ConfigError::new(key, m))?;
             tracing::info!(file = %path.display(), entries = list.len(), "torrent approval list loaded");
             from_file.store(Arc::new(list));
-            let (stop, stopped) = mpsc::channel::<()>();
             let target = Arc::clone(&from_file);
-            let every = config.file_check_interval.0;
-            std::thread::Builder::new()
-                .name("torrent-approval-watch".into())
-                .spawn(move || watch(path, stamp, every, target, stopped))
-                .map_err(|e| ConfigError::new(key, format!("cannot watch the file: {e}")))?;
-            stop_watching = Some(stop);
+            let reread = move |path: &Path| match read_list(path) {
+                Ok(list) => {
+                    tracing::info!(file = %path.display(), entries = list.len(), "torrent approval list reloaded");
+                    target.store(Arc::new(list));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "torrent approval list not reloaded; the previous list stays")
+                }
+            };
+            let watch = FileWatch::start(
+                "torrent-approval-watch",
+                path,
+                seen,
+                config.file_check_interval.0,
+                reread,
+            )
+            .map_err(|e| ConfigError::new(key, format!("cannot watch the file: {e}")))?;
+            stop_watching = Some(watch);
         }
         Ok(TorrentApproval {
             whitelist,
             inline,
             from_file,
             stop_watching,
+            registry: None,
         })
     }
 
+    /// The hook on a site's registry (`postgres:`).
+    pub fn with_registry(registry: Arc<PgSource<Torrents>>) -> Self {
+        TorrentApproval {
+            whitelist: true,
+            inline: HashSet::new(),
+            from_file: Arc::new(ArcSwap::from_pointee(HashSet::new())),
+            stop_watching: None,
+            registry: Some(registry),
+        }
+    }
+
+    /// Starts (or shares, across reloads) the registry `config` names.
+    pub async fn build(config: Config, sources: &Sources<Torrents>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let Some(pg) = &config.postgres else {
+            return Self::new(config);
+        };
+        let key = format!("{pg:?}");
+        let every = config.reload_interval.0;
+        let source = sources
+            .get(key, PgSource::start(Torrents, pg, every))
+            .await
+            .map_err(|e| e.within("postgres"))?;
+        Ok(Self::with_registry(source))
+    }
+
     pub fn approves(&self, ih: &InfoHash) -> bool {
+        if let Some(registry) = &self.registry {
+            return registry.table.get(ih).is_some();
+        }
         let listed = self.inline.contains(ih) || self.from_file.load().contains(ih);
         listed == self.whitelist
-    }
-}
-
-/// Re-reads `path` whenever its modification time or length changes.
-fn watch(
-    path: PathBuf,
-    mut seen: Option<(SystemTime, u64)>,
-    every: Duration,
-    target: Arc<ArcSwap<HashSet<InfoHash>>>,
-    stopped: mpsc::Receiver<()>,
-) {
-    loop {
-        match stopped.recv_timeout(every) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let now = modified(&path);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match read_list(&path) {
-            Ok(list) => {
-                tracing::info!(file = %path.display(), entries = list.len(), "torrent approval list reloaded");
-                target.store(Arc::new(list));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "torrent approval list not reloaded; the previous list stays")
-            }
-        }
     }
 }
 
 impl tracker::Hook for TorrentApproval {
     fn handle_announce<'a>(
         &'a self,
-        _ctx: &'a mut RequestContext,
+        ctx: &'a mut RequestContext,
         req: &'a AnnounceRequest,
         _resp: &'a mut AnnounceResponse,
     ) -> HookFuture<'a> {
+        if let Some(registry) = &self.registry {
+            return ReadyOrBoxed::ready(match registry.table.get(&req.info_hash) {
+                Some(factors) => {
+                    ctx.extensions.insert(factors);
+                    Ok(())
+                }
+                None => Err(UNREGISTERED.into()),
+            });
+        }
         ReadyOrBoxed::ready(if self.approves(&req.info_hash) {
             Ok(())
         } else {
@@ -231,12 +273,29 @@ impl tracker::Hook for TorrentApproval {
         _resp: &'a mut ScrapeResponse,
     ) -> HookFuture<'a> {
         let all = req.info_hashes.iter().all(|ih| self.approves(ih));
-        ReadyOrBoxed::ready(if all { Ok(()) } else { Err(UNAPPROVED.into()) })
+        let refusal = if self.registry.is_some() {
+            UNREGISTERED
+        } else {
+            UNAPPROVED
+        };
+        ReadyOrBoxed::ready(if all { Ok(()) } else { Err(refusal.into()) })
+    }
+
+    fn metrics(&self, out: &mut Vec<tracker::telemetry::MetricSample>) {
+        if let Some(registry) = &self.registry {
+            registry.metrics(out);
+        }
+    }
+
+    fn health(&self) -> tracker::telemetry::Health {
+        self.registry
+            .as_ref()
+            .map_or(tracker::telemetry::Health::Ok, |r| r.health(NAME))
     }
 
     fn stop(&self, _reason: tracker::StopReason) -> ReadyOrBoxed<'_, ()> {
-        if let Some(stop) = &self.stop_watching {
-            let _ = stop.send(());
+        if let Some(watch) = &self.stop_watching {
+            watch.stop();
         }
         ReadyOrBoxed::ready(())
     }

@@ -76,20 +76,10 @@ impl PasskeyIdentifier {
         }
     }
 
-    /// The passkey of the request, as written.
+    /// The passkey of the request, as written (see
+    /// [`tracker::site::passkey_in`]).
     pub fn passkey<'r>(&self, req: &'r AnnounceRequest) -> Option<&'r str> {
-        let params = &req.params;
-        if let Some(key) = params.route_param(&self.param) {
-            return Some(key);
-        }
-        if let Some(key) = params.get_str(&self.param) {
-            return Some(key);
-        }
-        // `/KEY/announce` in BEP 41 URL data (or any path of two or more
-        // segments): the first segment.
-        let path = params.path().strip_prefix('/')?;
-        let (first, rest) = path.split_once('/')?;
-        (!first.is_empty() && !rest.is_empty()).then_some(first)
+        tracker::site::passkey_in(&req.params, &self.param)
     }
 
     /// The user id of a passkey.
@@ -97,7 +87,7 @@ impl PasskeyIdentifier {
         if passkey.is_empty() {
             return Err(MISSING_PASSKEY);
         }
-        if let Some(id) = parse_hex16(passkey) {
+        if let Some(id) = tracker::site::parse_hex16(passkey) {
             return Ok(UserId(id));
         }
         let Some(key) = &self.hash_key else {
@@ -124,20 +114,6 @@ impl UserIdentifier for PasskeyIdentifier {
         }
         self.user_of(self.passkey(req).ok_or(MISSING_PASSKEY)?)
     }
-}
-
-/// 32 hex digits (either case) as 16 bytes.
-fn parse_hex16(s: &str) -> Option<[u8; 16]> {
-    let bytes = s.as_bytes();
-    if bytes.len() != 32 {
-        return None;
-    }
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = [0u8; 16];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

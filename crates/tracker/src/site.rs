@@ -19,3 +19,34 @@ pub struct TorrentFactors {
     pub upload_factor: f32,
     pub download_factor: f32,
 }
+
+/// The passkey a private tracker's announce URL carries: the HTTP route
+/// parameter `param` (`/:passkey/announce`), else the query parameter of that
+/// name, else — for UDP, where BEP 41 URL data carries the path of
+/// `udp://host:port/KEY/announce` — the first segment of a path of two or
+/// more segments. `param` is lower case.
+pub fn passkey_in<'r>(params: &'r bittorrent::Params, param: &str) -> Option<&'r str> {
+    if let Some(key) = params.route_param(param) {
+        return Some(key);
+    }
+    if let Some(key) = params.get_str(param) {
+        return Some(key);
+    }
+    let path = params.path().strip_prefix('/')?;
+    let (first, rest) = path.split_once('/')?;
+    (!first.is_empty() && !rest.is_empty()).then_some(first)
+}
+
+/// 32 hex digits (either case) as 16 bytes: the usual passkey.
+pub fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 32 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 16];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
