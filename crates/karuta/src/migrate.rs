@@ -13,19 +13,38 @@ pub fn databases(
     let mut found = Vec::new();
     for phase in [HookPhase::Pre, HookPhase::Post] {
         for (name, _, options) in config.hooks(phase) {
-            if name != "privtrak" {
-                continue;
-            }
-            let p: privtrak::PrivtrakConfig = options
-                .clone()
-                .without_warnings()
-                .deserialize()
-                .map_err(|e| ConfigFileError::with_key(&config.source, e))?;
-            if let privtrak::handlers::HandlerConfig::Postgres(pg) = p.handler {
-                found.push((format!("{}.handler.options", options.path()), pg.database));
+            let read = |e: ConfigError| ConfigFileError::with_key(&config.source, e);
+            let section = |key: &str| format!("{}.{key}", options.path());
+            let options = options.clone().without_warnings();
+            match name.as_str() {
+                "privtrak" => {
+                    let p: privtrak::PrivtrakConfig = options.deserialize().map_err(read)?;
+                    if let privtrak::handlers::HandlerConfig::Postgres(pg) = p.handler {
+                        found.push((section("handler.options"), pg.database));
+                    }
+                }
+                middleware::passkey_approval::NAME => {
+                    let c: middleware::passkey_approval::Config =
+                        options.deserialize().map_err(read)?;
+                    found.extend(c.postgres.map(|pg| (section("postgres"), pg)));
+                }
+                middleware::torrent_approval::NAME => {
+                    let c: middleware::torrent_approval::Config =
+                        options.deserialize().map_err(read)?;
+                    found.extend(c.postgres.map(|pg| (section("postgres"), pg)));
+                }
+                _ => {}
             }
         }
     }
+    // One database named by several hooks is migrated once.
+    let mut seen = Vec::new();
+    found.retain(|(_, pg)| {
+        let target = (pg.url.clone(), pg.schema.clone());
+        let first = !seen.contains(&target);
+        seen.push(target);
+        first
+    });
     Ok(found)
 }
 

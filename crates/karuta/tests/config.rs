@@ -434,3 +434,28 @@ fn chihaya_redis_example_passes_check_config_and_bad_redis_keys_are_named() {
         "/nonexistent/ca.pem",
     );
 }
+
+#[test]
+fn shipped_private_tracker_example_loads_with_its_three_hooks() {
+    let registry = karuta::default_registry();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/private-tracker.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("${KARUTA_DB}", "postgresql://karuta@127.0.0.1:5432/site");
+    let dir = test_support::TempDir::new("private-example");
+    let text = text.replace(
+        "/var/lib/karuta/privtrak.journal",
+        &dir.path().join("journal").display().to_string(),
+    );
+    let copy = dir.path().join("private-tracker.yaml");
+    std::fs::write(&copy, text).unwrap();
+    let loaded = config::load(&ConfigSource::File(copy), &registry).unwrap();
+    let names: Vec<String> = loaded
+        .tracker
+        .prehooks
+        .unwrap()
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    assert_eq!(names, ["passkey approval", "torrent approval", "privtrak"]);
+}

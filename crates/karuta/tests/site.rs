@@ -515,3 +515,89 @@ fn an_unreachable_site_database_stops_the_start_naming_the_key_but_not_the_passw
     assert!(stderr.contains(&format!("127.0.0.1:{closed}")), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+/// The README's "Running a private tracker", step by step, with the shipped
+/// `dist/private-tracker.yaml` (addresses and paths moved into the test's).
+#[test]
+fn the_readme_walkthrough_with_the_shipped_configuration() {
+    let dir = TempDir::new("site-readme");
+    let pg = Postgres::start("site-readme");
+    let url = format!(
+        "postgresql://{}@{}:{}/{}?sslmode=disable",
+        pg.user(),
+        pg.host(),
+        pg.port(),
+        pg.dbname()
+    );
+    let (http_port, udp_port) = (free_tcp_port(), free_udp_port());
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../dist/private-tracker.yaml"
+    ))
+    .unwrap();
+    let text = shipped
+        .replace("${KARUTA_DB}", &url)
+        .replacen("0.0.0.0:6969", &format!("127.0.0.1:{http_port}"), 1)
+        .replacen("0.0.0.0:6969", &format!("127.0.0.1:{udp_port}"), 1)
+        .replace("127.0.0.1:6880", &format!("127.0.0.1:{}", free_tcp_port()))
+        .replace(
+            "/var/lib/karuta/privtrak.journal",
+            &dir.path().join("journal").display().to_string(),
+        );
+    let config = dir.path().join("private-tracker.yaml");
+    support::write_config(&config, &text);
+
+    // 2. karuta migrate, then start.
+    let out = support::karuta_command(&["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(
+        said.matches("applied migrations [1, 2]").count(),
+        1,
+        "{said}"
+    );
+    let mut karuta = Karuta::start(&config);
+
+    // 3. The site registers a user and a torrent.
+    let passkey = "0123456789abcdef0123456789abcdef";
+    pg.psql(&format!(
+        "INSERT INTO karuta.users (user_id, passkey) VALUES (1, '{passkey}')"
+    ));
+    pg.psql("INSERT INTO karuta.torrents (info_hash) VALUES (decode('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'hex'))");
+
+    // 4. The user's client announces.
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let aa = "%aa".repeat(20);
+    let announce = |up: u64, event: &str| {
+        http::get(
+            http,
+            &format!(
+                "/{passkey}/announce?info_hash={aa}&peer_id=-qB4630-000000000001&port=6881&uploaded={up}&downloaded=0&left=1000&event={event}"
+            ),
+        )
+        .send()
+        .unwrap()
+        .text()
+    };
+    let started = Instant::now();
+    while announce(0, "started").contains("failure reason") {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{}",
+            announce(0, "started")
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(announce(5000, "").contains("8:intervali1800e"));
+    assert_eq!(karuta.stop(), Some(0), "{}", karuta.log());
+
+    // 5. What the user is credited.
+    assert_eq!(
+        pg.psql("SELECT user_id, encode(info_hash, 'hex'), uploaded, downloaded, credited_uploaded, credited_downloaded FROM karuta.transfers"),
+        format!("1|{}|5000|0|5000|0", "aa".repeat(20))
+    );
+}
