@@ -43,7 +43,8 @@ BEGIN
         PERFORM pg_notify('{schema}_torrents', json_build_object(
             'op', 'upsert', 'info_hash', encode(NEW.info_hash, 'hex'),
             'upload_factor', NEW.upload_factor, 'download_factor', NEW.download_factor,
-            'deleted', NEW.deleted)::text);
+            'deleted', NEW.deleted,
+            'old_info_hash', CASE WHEN TG_OP = 'UPDATE' THEN encode(OLD.info_hash, 'hex') END)::text);
     END IF;
     RETURN NULL;
 END $$;

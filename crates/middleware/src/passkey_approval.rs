@@ -132,7 +132,7 @@ impl PasskeyApproval {
         config.validate()?;
         let source = match &config.postgres {
             Some(pg) => {
-                let key = format!("{pg:?} {}", config.query);
+                let key = format!("{pg:?} {} {:?}", config.query, config.reload_interval);
                 let users = Users {
                     query: config.query.clone(),
                 };
@@ -298,7 +298,12 @@ mod tests {
                 .map_err(|e| e.to_string())
         };
         assert_eq!(run("/announce?passkey=alice"), Ok(1));
-        assert_eq!(run("/00112233445566778899AABBCCDDEEFF/announce"), Ok(2));
+        assert_eq!(run("/00112233445566778899aabbccddeeff/announce"), Ok(2));
+        // Passkeys are compared exactly, as the database's unique key does.
+        assert_eq!(
+            run("/00112233445566778899AABBCCDDEEFF/announce"),
+            Err("unregistered passkey".into())
+        );
         assert_eq!(
             run("/announce?passkey=mallory"),
             Err("unregistered passkey".into())

@@ -225,7 +225,7 @@ impl TorrentApproval {
         let Some(pg) = &config.postgres else {
             return Self::new(config);
         };
-        let key = format!("{pg:?}");
+        let key = format!("{pg:?} {:?}", config.reload_interval);
         let every = config.reload_interval.0;
         let source = sources
             .get(key, PgSource::start(Torrents, pg, every))

@@ -81,13 +81,24 @@ impl<K: Key, V: Copy + Send + Sync + 'static> Table<K, V> {
         shard.remove(key);
     }
 
-    /// Entries and the bytes their maps hold (keys, values and hashbrown's
-    /// control byte per bucket; the table itself is small beside it).
+    /// Entries and the bytes their maps hold: hashbrown's buckets (a power
+    /// of two, of which 7/8 are usable) of one key and value each, plus a
+    /// control byte per bucket and a group's worth of padding.
     pub fn stats(&self) -> (usize, usize) {
-        let slot = std::mem::size_of::<(K, V)>() + 1;
+        let slot = std::mem::size_of::<(K, V)>();
         self.shards.iter().fold((0, 0), |(n, bytes), s| {
             let s = s.read().unwrap_or_else(PoisonError::into_inner);
-            (n + s.len(), bytes + s.capacity() * slot)
+            let buckets = match s.capacity() {
+                0 => 0,
+                c if c < 8 => (c + 1).next_power_of_two(),
+                c => (c * 8 / 7).next_power_of_two(),
+            };
+            let held = if buckets == 0 {
+                0
+            } else {
+                buckets * (slot + 1) + 16
+            };
+            (n + s.len(), bytes + held)
         })
     }
 }

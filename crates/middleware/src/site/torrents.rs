@@ -37,6 +37,9 @@ struct Notified {
     download_factor: f32,
     #[serde(default)]
     deleted: bool,
+    /// An UPDATE's previous hash (the row may have changed its key).
+    #[serde(default)]
+    old_info_hash: Option<String>,
 }
 
 fn one() -> f32 {
@@ -73,8 +76,13 @@ impl Kind for Torrents {
 
     fn notice(payload: &str) -> Result<Vec<Change<InfoHash, TorrentFactors>>, String> {
         let n: Notified = serde_json::from_str(payload).map_err(|e| e.to_string())?;
-        let hash = || unhex(&n.info_hash).and_then(|b| hash_of(&b));
-        Ok(vec![match n.op.as_str() {
+        let parse = |hex: &str| unhex(hex).and_then(|b| hash_of(&b));
+        let hash = || parse(&n.info_hash);
+        let mut changes = Vec::with_capacity(2);
+        if let Some(old) = n.old_info_hash.as_deref().filter(|old| *old != n.info_hash) {
+            changes.push(Change::Delete(parse(old)?));
+        }
+        changes.push(match n.op.as_str() {
             "reload" => Change::Reload,
             "delete" => Change::Delete(hash()?),
             "upsert" if n.deleted => Change::Delete(hash()?),
@@ -86,7 +94,8 @@ impl Kind for Torrents {
                 },
             ),
             other => return Err(format!("unknown op {other:?}")),
-        }])
+        });
+        Ok(changes)
     }
 }
 
@@ -119,6 +128,23 @@ mod tests {
         assert_eq!(
             Torrents::notice(&format!(r#"{{"op":"delete","info_hash":"{v2}"}}"#)),
             Ok(vec![Change::Delete(ih)])
+        );
+        // An UPDATE of the key itself: the old hash goes.
+        let other = "cd".repeat(20);
+        assert_eq!(
+            Torrents::notice(&format!(
+                r#"{{"op":"upsert","info_hash":"{other}","old_info_hash":"{hex}"}}"#
+            )),
+            Ok(vec![
+                Change::Delete(ih),
+                Change::Upsert(
+                    InfoHash([0xcd; 20]),
+                    TorrentFactors {
+                        upload_factor: 1.0,
+                        download_factor: 1.0
+                    }
+                )
+            ])
         );
         assert!(Torrents::notice(r#"{"op":"delete","info_hash":"abc"}"#).is_err());
         assert!(Torrents::notice(r#"{"op":"delete","info_hash":"abcd"}"#).is_err());

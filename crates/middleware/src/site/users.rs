@@ -18,11 +18,15 @@ pub struct User {
     pub can_leech: bool,
 }
 
-/// The 16 bytes a passkey is held under: a passkey of 32 hex digits is its
-/// bytes (either case); any other is the first 16 bytes of its SHA-256 (a
-/// collision is out of reach), so every key has the same small size.
+/// The 16 bytes a passkey is held under: a passkey of 32 lower-case hex
+/// digits is its bytes; any other is the first 16 bytes of its SHA-256 (a
+/// collision is out of reach), so every key has the same small size. Case
+/// matters, as in the database's unique constraint: `ABC…` and `abc…` are
+/// two passkeys.
 pub fn passkey_key(passkey: &str) -> [u8; 16] {
-    if let Some(bytes) = tracker::site::parse_hex16(passkey) {
+    if !passkey.bytes().any(|b| b.is_ascii_uppercase())
+        && let Some(bytes) = tracker::site::parse_hex16(passkey)
+    {
         return bytes;
     }
     let digest = Sha256::digest(passkey.as_bytes());
@@ -169,7 +173,11 @@ mod tests {
     fn keys_of_passkeys() {
         let hex = "00112233445566778899aabbccddeeff";
         assert_eq!(passkey_key(hex)[..2], [0x00, 0x11]);
-        assert_eq!(passkey_key(hex), passkey_key(&hex.to_uppercase()));
+        assert_ne!(passkey_key(hex), passkey_key(&hex.to_uppercase()));
+        assert_eq!(
+            passkey_key(&hex.to_uppercase()),
+            passkey_key(&hex.to_uppercase())
+        );
         assert_ne!(passkey_key("alice-key"), passkey_key("bob-key"));
         assert_eq!(passkey_key("alice-key"), passkey_key("alice-key"));
     }
