@@ -159,7 +159,9 @@ pub fn collect_url_data(options: &[u8], out: &mut Vec<u8>) -> Result<(), ClientE
 pub struct ScrapeHashes<'a>(&'a [u8]);
 
 impl<'a> ScrapeHashes<'a> {
-    /// Checks the packet holds 1 to `max` whole info hashes.
+    /// Checks the packet holds at least one whole info hash; keeps the first
+    /// `max` (a longer scrape is answered for those, as over HTTP and as
+    /// chihaya does).
     pub fn parse(packet: &'a [u8], max: usize) -> Result<Self, ClientError> {
         let body = &packet[HEADER_LEN.min(packet.len())..];
         if body.is_empty() || !body.len().is_multiple_of(20) {
@@ -168,13 +170,9 @@ impl<'a> ScrapeHashes<'a> {
                 body.len()
             )));
         }
-        let n = body.len() / 20;
-        if n > max {
-            return Err(ClientError::owned(format!(
-                "too many infohashes: {n}, at most {max}"
-            )));
-        }
-        Ok(ScrapeHashes(body))
+        Ok(ScrapeHashes(
+            &body[..body.len().min(max.saturating_mul(20))],
+        ))
     }
 
     pub fn len(&self) -> usize {
@@ -438,8 +436,12 @@ mod tests {
             vec![InfoHash([3; 20]), InfoHash([4; 20])]
         );
         assert_eq!(
-            ScrapeHashes::parse(&p, 1).unwrap_err().message(),
-            "too many infohashes: 2, at most 1"
+            ScrapeHashes::parse(&p, 1)
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![InfoHash([3; 20])],
+            "truncated to the first max"
         );
         assert!(ScrapeHashes::parse(&p[..16], 5).is_err());
         assert!(ScrapeHashes::parse(&p[..30], 5).is_err());

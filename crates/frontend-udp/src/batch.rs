@@ -13,7 +13,8 @@ use std::os::fd::RawFd;
 /// Packets per system call.
 pub const BATCH: usize = 32;
 /// Receive buffer per packet: more than any valid request (a scrape of 74
-/// info hashes is 1496 bytes); longer datagrams are dropped as truncated.
+/// info hashes is 1496 bytes); a longer datagram is answered with an error
+/// when its header carries a valid connection id, else dropped.
 pub const PACKET_SIZE: usize = 2048;
 
 /// Received packets.
@@ -67,15 +68,15 @@ impl RecvBatch {
         Ok(n as usize)
     }
 
-    /// Packet `i` of the last batch and its source; `None` if the datagram
-    /// was longer than the buffer or its address is of no known family.
-    pub fn packet(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+    /// Packet `i` of the last batch, its source, and whether the datagram
+    /// was longer than the buffer (then the packet is its first
+    /// [`PACKET_SIZE`] bytes); `None` if its address is of no known family.
+    pub fn packet(&self, i: usize) -> Option<(&[u8], SocketAddr, bool)> {
         let h = &self.headers[i];
-        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            return None;
-        }
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         let addr = from_storage(&self.addrs[i])?;
-        Some((&self.bufs[i][..h.msg_len as usize], addr))
+        let len = (h.msg_len as usize).min(PACKET_SIZE);
+        Some((&self.bufs[i][..len], addr, truncated))
     }
 }
 
@@ -298,7 +299,7 @@ mod tests {
         assert_eq!(n, 5);
         let mut sb = SendBatch::new();
         for i in 0..n {
-            let (p, from) = rb.packet(i).unwrap();
+            let (p, from, _) = rb.packet(i).unwrap();
             assert_eq!(from, client.local_addr().unwrap());
             let reply = sb.next_buf();
             reply.extend_from_slice(p);

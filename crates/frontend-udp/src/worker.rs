@@ -200,9 +200,27 @@ impl Worker {
         let logic = self.logic.load();
         if logic.may_wait() {
             for i in 0..n {
-                if let Some((packet, source)) = intake(&self.recv, &self.stats, i) {
-                    self.in_flight.start(packet, source, now, &logic);
+                match intake(&self.recv, &self.stats, i) {
+                    Some((packet, source, false)) => {
+                        self.in_flight.start(packet, source, now, &logic);
+                    }
+                    Some((packet, source, true)) => {
+                        too_large(
+                            &self.settings,
+                            &self.stats,
+                            &mut self.send,
+                            socket,
+                            packet,
+                            source,
+                            now,
+                        )
+                        .await;
+                    }
+                    None => {}
                 }
+            }
+            if self.send.pending() > 0 {
+                flush(&mut self.send, &self.stats, socket).await;
             }
             return;
         }
@@ -213,9 +231,22 @@ impl Worker {
         };
         let mut bytes_out = 0u64;
         for i in 0..n {
-            let Some((packet, source)) = intake(&self.recv, &self.stats, i) else {
+            let Some((packet, source, truncated)) = intake(&self.recv, &self.stats, i) else {
                 continue;
             };
+            if truncated {
+                too_large(
+                    &self.settings,
+                    &self.stats,
+                    &mut self.send,
+                    socket,
+                    packet,
+                    source,
+                    now,
+                )
+                .await;
+                continue;
+            }
             if self.send.is_full() {
                 flush(&mut self.send, &self.stats, socket).await;
             }
@@ -275,20 +306,59 @@ impl Worker {
     }
 }
 
-/// Packet `i` of a received batch, counted; `None` (counted as dropped) for
-/// one that was truncated.
+/// Packet `i` of a received batch, counted, and whether it was longer than
+/// the buffer; `None` (counted as dropped) for one from no known family.
 fn intake<'r>(
     recv: &'r RecvBatch,
     stats: &WorkerStats,
     i: usize,
-) -> Option<(&'r [u8], SocketAddr)> {
-    let Some((packet, source)) = recv.packet(i) else {
+) -> Option<(&'r [u8], SocketAddr, bool)> {
+    let Some((packet, source, truncated)) = recv.packet(i) else {
         bump(&stats.packets_dropped);
         return None;
     };
     bump(&stats.packets_received);
     add(&stats.bytes_received, packet.len() as u64);
-    Some((packet, source))
+    Some((packet, source, truncated))
+}
+
+/// A datagram longer than [`PACKET_SIZE`]: an error reply when its
+/// header carries a valid connection id (the reply is far smaller than
+/// the request: no amplification), else dropped.
+async fn too_large(
+    settings: &Settings,
+    stats: &WorkerStats,
+    send: &mut SendBatch,
+    socket: &UdpSocket,
+    packet: &[u8],
+    source: SocketAddr,
+    now: u64,
+) {
+    let header = RequestHeader::parse(packet)
+        .filter(|h| h.action != udp::ACTION_CONNECT)
+        .filter(|h| {
+            settings
+                .signer
+                .verify(h.connection_id, canonical_ip(source.ip()), now)
+                .is_ok()
+        });
+    let Some(header) = header else {
+        bump(&stats.packets_dropped);
+        return;
+    };
+    if send.is_full() {
+        flush(send, stats, socket).await;
+    }
+    let out = send.next_buf();
+    udp::write_error(out, header.transaction_id, TOO_LARGE);
+    add(&stats.bytes_sent, out.len() as u64);
+    send.commit(source);
+    let action = if header.action == udp::ACTION_SCRAPE {
+        TimedAction::Scrape
+    } else {
+        TimedAction::Announce
+    };
+    record(stats, action, true, source, None);
 }
 
 /// Counts an answered request (and its duration when timing is on).
@@ -326,6 +396,9 @@ async fn flush(send: &mut SendBatch, stats: &WorkerStats, socket: &UdpSocket) {
     }
     send.clear();
 }
+
+/// What a datagram longer than the receive buffer is told.
+const TOO_LARGE: &str = "request too large: at most 2048 bytes";
 
 const OBSOLETE_IPV6_ANNOUNCE: ClientError =
     ClientError::new("action 4 (the old IPv6 announce) is not supported: send action 1 over IPv6");
