@@ -134,6 +134,9 @@ impl HttpConfig {
                     return Err(ConfigError::new(k, "required when https_addr is set"));
                 }
             }
+            // The files are read and checked here too: a configuration that
+            // passes check-config starts.
+            crate::tls_acceptor(self)?;
         }
         self.router()?;
         self.trusted_proxy_nets()?;

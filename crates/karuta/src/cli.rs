@@ -116,7 +116,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
         Some(Command::CheckConfig { file }) => {
             let source = source_of(file.as_deref().or(cli.config.as_deref()));
-            match config::load(&source, &registry) {
+            match config::load_to_serve(&source, &registry) {
                 Ok(c) => {
                     let t = &c.tracker;
                     println!(

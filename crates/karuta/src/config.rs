@@ -201,6 +201,35 @@ pub fn load(source: &ConfigSource, registry: &Registry) -> Result<LoadedConfig, 
     parse(source, &text, registry)
 }
 
+/// [`load`], and the configuration must serve something: what the binary
+/// starts, reloads and checks with `check-config`. A configuration with no
+/// frontend would start a process that listens on nothing and says nothing.
+pub fn load_to_serve(
+    source: &ConfigSource,
+    registry: &Registry,
+) -> Result<LoadedConfig, ConfigFileError> {
+    let c = load(source, registry)?;
+    let t = &c.tracker;
+    let http = t
+        .http
+        .as_ref()
+        .is_some_and(|h| !h.addr.is_empty() || !h.https_addr.is_empty());
+    let udp = t.udp.as_ref().is_some_and(|u| !u.addr.is_empty());
+    if !http && !udp {
+        return Err(ConfigFileError::with_key(
+            source,
+            ConfigError::new(
+                c.root,
+                format!(
+                    "no frontend: set {root}.http.addr (or {root}.http.https_addr) or {root}.udp.addr; karuta would listen on nothing",
+                    root = c.root
+                ),
+            ),
+        ));
+    }
+    Ok(c)
+}
+
 /// Parses and checks configuration text (see [`load`]), expanding `${VAR}`
 /// from the process environment.
 pub fn parse(

@@ -300,7 +300,7 @@ impl Tracker {
     /// Re-reads the configuration and rebuilds the hooks around the same
     /// store. On error nothing changes.
     pub async fn reload(&mut self) -> Result<(), ConfigFileError> {
-        let mut new = config::load(&self.config.source, &self.registry)?;
+        let mut new = config::load_to_serve(&self.config.source, &self.registry)?;
         if new.tracker.storage != self.config.tracker.storage {
             tracing::warn!(
                 "storage configuration changed: it takes effect at the next restart (a reload keeps the peer store)"
@@ -384,7 +384,7 @@ pub async fn run(registry: Arc<Registry>, source: ConfigSource) -> anyhow::Resul
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
-    let loaded = config::load(&source, &registry)?;
+    let loaded = config::load_to_serve(&source, &registry)?;
     let metrics_addr = tracker::config::parse_listen_addr(&loaded.tracker.metrics_addr)
         .map_err(|e| anyhow::anyhow!("{source}: {}.metrics_addr: {e}", loaded.root))?;
     let mut tracker = Tracker::start(registry, loaded).await?;

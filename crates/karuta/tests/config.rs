@@ -359,6 +359,47 @@ fn mistakes_give_one_line_errors_naming_file_and_key() {
     );
     assert_one_line_error(&env, "line 2", "KARUTA_TEST_SURELY_UNSET_VAR is not set");
 
+    // Nothing to listen on: a bare root key, or every address empty.
+    for (name, text) in [
+        ("bare.yaml", "karuta:\n"),
+        (
+            "silent.yaml",
+            "karuta:\n  http:\n    addr: \"\"\n  udp:\n    addr: \"\"\n",
+        ),
+    ] {
+        let file = write_config(dir, name, text);
+        assert_one_line_error(&file, "karuta.http.addr", "no frontend");
+        assert_one_line_error(&file, "karuta.udp.addr", "listen on nothing");
+    }
+
+    // Files a configuration names are read by check-config too.
+    let missing_list = write_config(
+        dir,
+        "missing-list.yaml",
+        "karuta:\n  udp:\n    addr: \"127.0.0.1:6969\"\n  prehooks:\n    - name: torrent approval\n      options:\n        whitelist_file: /nonexistent/t.txt\n",
+    );
+    assert_one_line_error(
+        &missing_list,
+        "karuta.prehooks[0].options.whitelist_file",
+        "cannot read /nonexistent/t.txt",
+    );
+    let missing_passkeys = write_config(
+        dir,
+        "missing-passkeys.yaml",
+        "karuta:\n  udp:\n    addr: \"127.0.0.1:6969\"\n  prehooks:\n    - name: passkey approval\n      options:\n        file: /nonexistent/passkeys\n",
+    );
+    assert_one_line_error(
+        &missing_passkeys,
+        "karuta.prehooks[0].options.file",
+        "cannot read /nonexistent/passkeys",
+    );
+    let missing_cert = write_config(
+        dir,
+        "missing-cert.yaml",
+        "karuta:\n  http:\n    https_addr: \"127.0.0.1:8443\"\n    tls_cert_path: /nonexistent/cert.pem\n    tls_key_path: /nonexistent/key.pem\n",
+    );
+    assert_one_line_error(&missing_cert, "karuta.http.tls_cert_path", "cannot read");
+
     let root = write_config(dir, "root.yaml", "tracker:\n  announce_interval: 30m\n");
     assert_one_line_error(&root, "root key", "missing");
 
@@ -376,7 +417,7 @@ fn unknown_keys_are_warned_about_not_fatal() {
     let file = write_config(
         dir,
         "unknown.yaml",
-        "chihaya:\n  bogus_key: 1\n  http:\n    adr: \"x\"\n",
+        "chihaya:\n  bogus_key: 1\n  http:\n    adr: \"x\"\n  udp:\n    addr: \"127.0.0.1:6969\"\n",
     );
     let out = check_passes(&file);
     for key in ["chihaya.bogus_key", "chihaya.http.adr"] {

@@ -241,7 +241,9 @@ async fn pre_hooks_then_store_then_post_hooks() {
 /// has one seeder.
 async fn start_with_a_seeder(options: &str) -> Tracker {
     let journal = Arc::new(Journal::default());
-    let yaml = format!("chihaya:\n  prehooks:\n    - name: probe\n      options: {options}\n");
+    let yaml = format!(
+        "chihaya:\n  udp:\n    addr: \"127.0.0.1:0\"\n  prehooks:\n    - name: probe\n      options: {options}\n"
+    );
     let t = start(&journal, &yaml).await;
     t.store()
         .put_seeder(IH, announce(7, 0, Event::None).peer)
@@ -305,7 +307,7 @@ async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
     // Reload into a chain of one hook: the three old hooks stop, once each.
     std::fs::write(
         &path,
-        "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: only}\n",
+        "chihaya:\n  udp:\n    addr: \"127.0.0.1:0\"\n  prehooks:\n    - name: probe\n      options: {label: only}\n",
     )
     .unwrap();
     t.reload().await.unwrap();
@@ -320,7 +322,11 @@ async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
     assert_eq!(journal.take(), ["only port=2001 seen= peers=0"]);
 
     // A failing reload changes nothing and stops nothing.
-    std::fs::write(&path, "chihaya:\n  prehooks:\n    - name: nonexistent\n").unwrap();
+    std::fs::write(
+        &path,
+        "chihaya:\n  udp:\n    addr: \"127.0.0.1:0\"\n  prehooks:\n    - name: nonexistent\n",
+    )
+    .unwrap();
     let err = t.reload().await.unwrap_err();
     assert!(
         err.to_string().contains("chihaya.prehooks[0].name"),
@@ -341,7 +347,7 @@ async fn hooks_stop_once_on_reload_and_shutdown_and_swarms_survive_reload() {
 async fn a_hook_that_fails_to_build_stops_those_built_before_it() {
     let journal = Arc::new(Journal::default());
     let reg = registry(&journal);
-    let yaml = "chihaya:\n  prehooks:\n    - name: probe\n      options: {label: a}\n  posthooks:\n    - name: unreachable\n";
+    let yaml = "chihaya:\n  udp:\n    addr: \"127.0.0.1:0\"\n  prehooks:\n    - name: probe\n      options: {label: a}\n  posthooks:\n    - name: unreachable\n";
     let loaded = config::parse(&ConfigSource::Embedded, yaml, &reg).unwrap();
     let err = Tracker::start(reg, loaded)
         .await
@@ -368,7 +374,7 @@ async fn a_reload_waits_for_requests_in_flight_before_stopping_old_hooks() {
     let in_flight = t.logic();
     std::fs::write(
         &path,
-        "chihaya:\n  storage:\n    config:\n      shard_count: 3\n",
+        "chihaya:\n  udp:\n    addr: \"127.0.0.1:0\"\n  storage:\n    config:\n      shard_count: 3\n",
     )
     .unwrap();
     let stops = Arc::clone(&journal);

@@ -15,7 +15,7 @@ fn config_with_interval(dir: &Path, minutes: u32) -> PathBuf {
     write_config(
         &path,
         &format!(
-            "chihaya:\n  announce_interval: {minutes}m\n  min_announce_interval: 1m\n  storage:\n    name: memory\n    config:\n      shard_count: 8\n"
+            "chihaya:\n  announce_interval: {minutes}m\n  min_announce_interval: 1m\n  udp:\n    addr: \"127.0.0.1:0\"\n  storage:\n    name: memory\n    config:\n      shard_count: 8\n"
         ),
     );
     path

@@ -89,7 +89,10 @@ impl DriverConfig for Config {
             (None, false) if !self.query.is_empty() => {
                 return Err(ConfigError::new("query", "a query needs postgres"));
             }
-            (None, false) => {}
+            // Read here too: a configuration that passes check-config starts.
+            (None, false) => {
+                read_file(Path::new(&self.file)).map_err(|m| ConfigError::new("file", m))?;
+            }
         }
         for (key, d) in [
             ("reload_interval", self.reload_interval),

@@ -143,6 +143,10 @@ impl DriverConfig for Config {
         }
         hashes(&self.whitelist, "whitelist")?;
         hashes(&self.blacklist, "blacklist")?;
+        // Read here too: a configuration that passes check-config starts.
+        if let Some((path, key)) = self.file() {
+            read_list(&path).map_err(|m| ConfigError::new(key, m))?;
+        }
         if self.file_check_interval.0.is_zero() {
             return Err(ConfigError::new(
                 "file_check_interval",
