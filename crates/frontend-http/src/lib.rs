@@ -85,6 +85,46 @@ fn tls_acceptor(config: &HttpConfig) -> Result<TlsAcceptor, ConfigError> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
+/// A request target (`/path?query`) read as the server reads it: routed
+/// over chihaya's default routes and `/:passkey/announce`, then built into
+/// an announce or a scrape request with default limits. Returns `None` for a
+/// path that is no route. For the fuzz targets (`crates/fuzz-targets`): the
+/// server itself never calls this.
+#[doc(hidden)]
+pub fn parse_request_target(
+    target: &str,
+    client: std::net::IpAddr,
+    allow_ip_spoofing: bool,
+) -> Option<Result<(), bittorrent::ClientError>> {
+    use std::sync::OnceLock;
+    static ROUTER: OnceLock<router::Router> = OnceLock::new();
+    let router = ROUTER.get_or_init(|| {
+        router::Router::new(
+            &["/announce".into(), "/:passkey/announce".into()],
+            &["/scrape".into()],
+        )
+        .expect("the fuzzing routes are valid")
+    });
+    let mut params = bittorrent::Params::default();
+    let parsed = params.parse_into(target.as_bytes());
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let endpoint = router.route(path, &mut params)?;
+    let limits = tracker::RequestLimits::default();
+    Some(parsed.and_then(|()| match endpoint {
+        router::Endpoint::Announce => {
+            let opts = AnnounceOptions {
+                limits,
+                allow_ip_spoofing,
+            };
+            parse::announce(params, client, &opts).map(drop)
+        }
+        router::Endpoint::Scrape => parse::scrape(params, client, &limits).map(|s| {
+            assert!(!s.info_hashes.is_empty());
+            assert!(s.info_hashes.len() <= limits.scrape_len(usize::MAX));
+        }),
+    }))
+}
+
 /// A running HTTP frontend (one or two listeners).
 pub struct HttpFrontend {
     liveness: Arc<tracker::stats::Liveness>,

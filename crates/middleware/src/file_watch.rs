@@ -5,6 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, SystemTime};
 
+/// The entries of a list file: each line's text before any `#`, trimmed,
+/// with its 1-based line number; blank lines skipped.
+pub fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(n, line)| {
+        let line = line.split('#').next().unwrap_or("").trim();
+        (!line.is_empty()).then_some((n + 1, line))
+    })
+}
+
 /// A file's modification time and length: what "changed" means here.
 pub fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;

@@ -202,6 +202,23 @@ impl Jwt {
         let keys = Arc::new(ArcSwap::from_pointee(Keys::from_set(&set)));
         let interval = config.jwk_set_update_interval.unwrap_or_default().0;
         let refresher = tokio::spawn(refresh(fetcher, interval, keys.clone()));
+        Ok(Self::with_keys(&config, keys, Some(refresher)))
+    }
+
+    /// A hook on a JWK set given as JSON, never refreshed (no runtime, no
+    /// network: for tests and fuzzing). `jwk_set_url` is not used.
+    pub fn with_jwk_set(config: &Config, jwk_set: &[u8]) -> Result<Self, String> {
+        let set: JwkSet =
+            serde_json::from_slice(jwk_set).map_err(|e| format!("not a JWK set: {e}"))?;
+        let keys = Arc::new(ArcSwap::from_pointee(Keys::from_set(&set)));
+        Ok(Self::with_keys(config, keys, None))
+    }
+
+    fn with_keys(
+        config: &Config,
+        keys: Arc<ArcSwap<Keys>>,
+        refresher: Option<JoinHandle<()>>,
+    ) -> Self {
         let validation = [Algorithm::RS256, Algorithm::ES256]
             .into_iter()
             .map(|alg| {
@@ -215,11 +232,11 @@ impl Jwt {
                 (alg, v)
             })
             .collect();
-        Ok(Jwt {
+        Jwt {
             keys,
             validation,
-            refresher: Mutex::new(Some(refresher)),
-        })
+            refresher: Mutex::new(refresher),
+        }
     }
 
     /// Whether `token` is valid for an announce of `info_hash`.

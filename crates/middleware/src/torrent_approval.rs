@@ -87,13 +87,14 @@ fn hashes(list: &[String], key: &str) -> Result<HashSet<InfoHash>, ConfigError> 
 pub fn read_list(path: &Path) -> Result<HashSet<InfoHash>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_list(&text, &path.display().to_string())
+}
+
+/// A list file's text; errors name `origin` and the line.
+pub fn parse_list(text: &str, origin: &str) -> Result<HashSet<InfoHash>, String> {
     let mut set = HashSet::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        set.insert(parse_hash(line).map_err(|m| format!("{}:{}: {m}", path.display(), n + 1))?);
+    for (n, line) in crate::file_watch::entries(text) {
+        set.insert(parse_hash(line).map_err(|m| format!("{origin}:{n}: {m}"))?);
     }
     Ok(set)
 }

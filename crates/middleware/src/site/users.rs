@@ -138,13 +138,14 @@ impl Kind for Users {
 pub fn read_file(path: &std::path::Path) -> Result<Vec<([u8; 16], User)>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_file(&text, &path.display().to_string())
+}
+
+/// A passkey file's text; errors name `origin` and the line.
+pub fn parse_file(text: &str, origin: &str) -> Result<Vec<([u8; 16], User)>, String> {
     let mut users = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let bad = |why: &str| format!("{}:{}: {why}", path.display(), n + 1);
+    for (n, line) in crate::file_watch::entries(text) {
+        let bad = |why: &str| format!("{origin}:{n}: {why}");
         let mut fields = line.split_whitespace();
         let (Some(passkey), Some(id), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(bad("expected `passkey user_id`"));

@@ -211,37 +211,12 @@ fn check_segment(path: &Path, first: u64, newest: bool) -> Result<(u64, u64, u64
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io_error(path))?;
-    let mut at = 0usize;
-    let mut expect = first;
-    while at < bytes.len() {
-        match decode(&bytes[at..]) {
-            Ok((delta, len)) if delta.seq == expect => {
-                at += len;
-                expect += 1;
-            }
-            Ok((delta, _)) => {
-                return Err(JournalError::Corrupt {
-                    path: path.to_owned(),
-                    offset: at as u64,
-                    what: format!("entry {} where {expect} was expected", delta.seq),
-                });
-            }
-            Err(Malformed::Truncated) if newest => break,
-            // A torn write can leave anything after the last whole record in
-            // the newest segment; elsewhere it is damage.
-            Err(Malformed::Corrupt(_)) if newest && tail_is_torn(&bytes[at..]) => break,
-            Err(m) => {
-                return Err(JournalError::Corrupt {
-                    path: path.to_owned(),
-                    offset: at as u64,
-                    what: match m {
-                        Malformed::Truncated => "cut short".into(),
-                        Malformed::Corrupt(what) => what.into(),
-                    },
-                });
-            }
-        }
-    }
+    let (at, expect) =
+        scan_segment(&bytes, first, newest).map_err(|(offset, what)| JournalError::Corrupt {
+            path: path.to_owned(),
+            offset,
+            what,
+        })?;
     let cut = (bytes.len() - at) as u64;
     let file = OpenOptions::new()
         .write(true)
@@ -255,6 +230,41 @@ fn check_segment(path: &Path, first: u64, newest: bool) -> Result<(u64, u64, u64
     // once it is on disk.
     file.sync_all().map_err(io_error(path))?;
     Ok((at as u64, expect, cut))
+}
+
+/// Reads a segment's bytes as recovery does: the length of its whole
+/// records, numbered from `first` on, and the sequence number after the
+/// last. In the `newest` segment a torn tail ends the records; anywhere
+/// else, and for a record out of sequence, the offset and what is wrong.
+pub fn scan_segment(bytes: &[u8], first: u64, newest: bool) -> Result<(usize, u64), (u64, String)> {
+    let mut at = 0usize;
+    let mut expect = first;
+    while at < bytes.len() {
+        match decode(&bytes[at..]) {
+            Ok((delta, len)) if delta.seq == expect => {
+                at += len;
+                expect += 1;
+            }
+            Ok((delta, _)) => {
+                return Err((
+                    at as u64,
+                    format!("entry {} where {expect} was expected", delta.seq),
+                ));
+            }
+            Err(Malformed::Truncated) if newest => break,
+            // A torn write can leave anything after the last whole record in
+            // the newest segment; elsewhere it is damage.
+            Err(Malformed::Corrupt(_)) if newest && tail_is_torn(&bytes[at..]) => break,
+            Err(m) => {
+                let what = match m {
+                    Malformed::Truncated => "cut short".into(),
+                    Malformed::Corrupt(what) => what.into(),
+                };
+                return Err((at as u64, what));
+            }
+        }
+    }
+    Ok((at, expect))
 }
 
 /// Whether a bad record at the end of the newest segment can be a torn

@@ -41,8 +41,8 @@ use tokio::sync::Notify;
 use crate::delta::Delta;
 
 pub use codec::RECORD_LEN;
-pub(crate) use codec::{Malformed, decode, encode};
-pub use files::JournalId;
+pub use codec::{Malformed, decode, encode};
+pub use files::{JournalId, scan_segment};
 pub use reader::Reader;
 
 /// Past this size the writer starts a new segment (the default of
