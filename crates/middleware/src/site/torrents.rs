@@ -68,8 +68,14 @@ impl Kind for Torrents {
     fn row(row: &Row) -> Result<Option<(InfoHash, TorrentFactors)>, String> {
         let bytes: &[u8] = row.try_get(0).map_err(|e| e.to_string())?;
         let factors = TorrentFactors {
-            upload_factor: row.try_get(1).map_err(|e| e.to_string())?,
-            download_factor: row.try_get(2).map_err(|e| e.to_string())?,
+            upload_factor: super::factor(
+                row.try_get(1).map_err(|e| e.to_string())?,
+                "column 1 (upload_factor)",
+            )?,
+            download_factor: super::factor(
+                row.try_get(2).map_err(|e| e.to_string())?,
+                "column 2 (download_factor)",
+            )?,
         };
         Ok(Some((hash_of(bytes)?, factors)))
     }
@@ -89,8 +95,8 @@ impl Kind for Torrents {
             "upsert" => Change::Upsert(
                 hash()?,
                 TorrentFactors {
-                    upload_factor: n.upload_factor,
-                    download_factor: n.download_factor,
+                    upload_factor: super::factor(n.upload_factor, "upload_factor")?,
+                    download_factor: super::factor(n.download_factor, "download_factor")?,
                 },
             ),
             other => return Err(format!("unknown op {other:?}")),

@@ -101,8 +101,8 @@ impl Kind for Users {
             can_leech: row
                 .try_get(2)
                 .map_err(|e| format!("column 2 (can_leech): {e}"))?,
-            upload_factor: real(row, 3)?,
-            download_factor: real(row, 4)?,
+            upload_factor: super::factor(real(row, 3)?, "column 3 (upload_factor)")?,
+            download_factor: super::factor(real(row, 4)?, "column 4 (download_factor)")?,
         };
         Ok(Some((passkey_key(passkey), user)))
     }
@@ -122,8 +122,8 @@ impl Kind for Users {
                     User {
                         user_id: n.user_id,
                         can_leech: n.can_leech,
-                        upload_factor: n.upload_factor,
-                        download_factor: n.download_factor,
+                        upload_factor: super::factor(n.upload_factor, "upload_factor")?,
+                        download_factor: super::factor(n.download_factor, "download_factor")?,
                     },
                 ));
                 changes
@@ -216,6 +216,16 @@ mod tests {
             Ok(vec![Change::Reload])
         );
         assert!(Users::notice(r#"{"op":"merge"}"#).is_err());
+        for bad in ["-1", "1e30"] {
+            let payload = format!(
+                r#"{{"op":"upsert","user_id":7,"passkey":"a","upload_factor":{bad},"download_factor":1}}"#
+            );
+            let e = Users::notice(&payload).unwrap_err();
+            assert!(
+                e.contains("upload_factor: a credit factor must be from 0 to 1000"),
+                "{e}"
+            );
+        }
         assert!(Users::notice("not json").is_err());
     }
 
