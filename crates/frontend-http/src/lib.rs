@@ -6,8 +6,10 @@
 //!   reach hooks as `AnnounceRequest::params.route_param(..)`.
 //! - Requests are parsed with chihaya's rules and error strings ([`parse`]);
 //!   every malformed tracker request gets HTTP 200 with a bencoded
-//!   `failure reason`; paths that are no route get 404, other methods 405, a
-//!   request head over 8 KiB is refused by hyper (431).
+//!   `failure reason`; paths that are no route get 404, other methods 405; a
+//!   request head over 8 KiB or with more than 64 headers gets 431 and
+//!   malformed HTTP 400, with a bencoded `failure reason` too and a graceful
+//!   close ([`refusal`]).
 //! - The client's address follows chihaya's `real_ip_header` and, from
 //!   configured trusted proxies only, `X-Forwarded-For` ([`client_ip`]).
 //! - `read_timeout`, `write_timeout` and `idle_timeout` are enforced per
@@ -19,6 +21,7 @@ mod client_ip;
 mod config;
 mod io;
 mod parse;
+mod refusal;
 mod response;
 mod router;
 mod server;
@@ -41,10 +44,6 @@ use client_ip::ClientAddress;
 use io::Timeouts;
 use parse::AnnounceOptions;
 use server::{Listener, Shared};
-
-/// Most simultaneous connections per listener; more wait in the kernel's
-/// accept queue.
-const MAX_CONNECTIONS: usize = 16_384;
 
 fn tls_acceptor(config: &HttpConfig) -> Result<TlsAcceptor, ConfigError> {
     use rustls_pki_types::pem::PemObject;
@@ -207,7 +206,7 @@ impl HttpFrontend {
                 tls,
                 timeouts,
                 keep_alive: config.enable_keepalive,
-                connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+                connections: Arc::new(Semaphore::new(server::MAX_CONNECTIONS)),
             };
             let alive = frontend.liveness.guard();
             let serve = server::serve(l, Arc::clone(&shared), stopped.clone(), drain);

@@ -588,6 +588,24 @@ async fn https_with_a_certificate_made_here() {
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("8:intervali1800e"), "{text}");
+        // A head over the limit gets its 431 and failure reason through TLS.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let req = format!(
+            "GET /announce?{}&pad={} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            announce_query(13, 1, 7001, ""),
+            "x".repeat(20_000)
+        );
+        tls.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tls.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+        assert!(
+            text.ends_with("\r\n\r\nd14:failure reason57:request head too large: at most 8192 bytes and 64 headerse"),
+            "{text}"
+        );
     }
     // Plain HTTP on the TLS port is refused, and the listener keeps serving.
     let mut s = connect(addr);
