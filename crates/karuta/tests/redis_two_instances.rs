@@ -9,50 +9,14 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::process::Stdio;
 use std::time::Duration;
 
+use support::tracker_http::{http_announce, http_scrape, int_after};
 use support::{Karuta, karuta_command};
-use test_support::bencode::{self, Fields};
+use test_support::TempDir;
 use test_support::redis::RedisServer;
-use test_support::{TempDir, http, percent_encode};
 
 fn config(redis_port: u16) -> String {
     format!(
         "chihaya:\n  announce_interval: 30m\n  min_announce_interval: 15m\n  http:\n    addr: \"127.0.0.1:0\"\n  udp:\n    addr: \"127.0.0.1:0\"\n    private_key: \"shared two-instance key\"\n  storage:\n    name: redis\n    config:\n      redis_broker: \"redis://127.0.0.1:{redis_port}/0\"\n      redis_read_timeout: 2s\n      redis_write_timeout: 2s\n      redis_connect_timeout: 2s\n      key_prefix: \"two:\"\n"
-    )
-}
-
-/// The integer under `key` in a bencoded announce reply, or in the only
-/// entry of a scrape reply's `files`.
-fn int_after(body: &[u8], key: &str) -> i64 {
-    let reply = bencode::strict(body).unwrap_or_else(|e| panic!("{e}"));
-    match reply.get("files") {
-        Some(files) => files.dict()[0].1.int_at(key),
-        None => reply.int_at(key),
-    }
-}
-
-fn http_announce(
-    addr: SocketAddr,
-    ih: &[u8; 20],
-    peer_id: &[u8; 20],
-    port: u16,
-    left: u64,
-) -> Vec<u8> {
-    let target = format!(
-        "/announce?info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left={left}&compact=1&event=started",
-        percent_encode(ih),
-        percent_encode(peer_id)
-    );
-    http::get(addr, &target).send().unwrap().body
-}
-
-/// (complete, incomplete, downloaded) from an HTTP scrape.
-fn http_scrape(addr: SocketAddr, ih: &[u8; 20]) -> (i64, i64, i64) {
-    let target = format!("/scrape?info_hash={}", percent_encode(ih));
-    let body = http::get(addr, &target).send().unwrap().body;
-    (
-        int_after(&body, "complete"),
-        int_after(&body, "incomplete"),
-        int_after(&body, "downloaded"),
     )
 }
 

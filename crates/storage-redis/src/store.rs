@@ -1,13 +1,13 @@
 //! The Redis [`PeerStore`]: every write and announce is one run of the write
-//! script (`write.lua`), a scrape one pipeline. This file owns the script's
-//! arguments ([`WriteOp`], [`Reply`]) and how its replies become responses.
+//! script (`write.lua`), a scrape one pipeline (one per primary on a Redis
+//! Cluster). This file owns the script's arguments ([`WriteOp`], [`Reply`])
+//! and how its replies become responses.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracker::bittorrent::{
     AddressFamily, AnnounceRequest, AnnounceResponse, InfoHash, Peer, Scrape, ScrapeRequest,
     ScrapeResponse,
@@ -18,8 +18,9 @@ use tracker::{
 };
 
 use crate::config::RedisConfig;
+use crate::connection::Connection;
 use crate::gc;
-use crate::keys::Keys;
+use crate::keys::{Keys, bucket};
 
 /// What the write script does to the announcer's entry: its `op` argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,7 @@ type PeersReply = (i64, i64, i64, i64, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// What the store and its background task share.
 pub(crate) struct Inner {
-    pub conn: ConnectionManager,
+    pub conn: Connection,
     pub keys: Keys,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -176,13 +177,14 @@ impl Inner {
         reply: Reply,
     ) -> Result<redis::Value, StoreError> {
         let keys = self.keys.swarm(ih, peer.family());
+        let b = bucket(ih);
         let (want, reply) = reply.script_args();
         let mut inv = self.write.prepare_invoke();
         inv.key(keys.seeders)
             .key(keys.leechers)
             .key(keys.snatches)
-            .key(self.keys.swarms())
-            .key(self.keys.stats())
+            .key(self.keys.swarms(b))
+            .key(self.keys.bucket_totals(b))
             .arg(member(peer))
             .arg(op.script_arg())
             .arg(now_ms())
@@ -259,17 +261,26 @@ impl Inner {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(hashes.len() * 3);
         for ih in hashes {
             let keys = self.keys.swarm(ih, family);
-            pipe.zcard(keys.seeders)
-                .zcard(keys.leechers)
-                .get(keys.snatches);
+            let slot = self.keys.slot(bucket(ih));
+            let zcard = |key| {
+                let mut c = redis::cmd("ZCARD");
+                c.arg(key);
+                (slot, c)
+            };
+            commands.push(zcard(keys.seeders));
+            commands.push(zcard(keys.leechers));
+            let mut get = redis::cmd("GET");
+            get.arg(keys.snatches);
+            commands.push((slot, get));
         }
-        let mut conn = self.conn.clone();
-        let values: Vec<Option<i64>> = self
-            .bounded(self.read_timeout, pipe.query_async(&mut conn))
+        let replies = self
+            .bounded(self.read_timeout, self.conn.per_primary(commands))
             .await?;
+        let values: Vec<Option<i64>> = redis::from_redis_value(redis::Value::Array(replies))
+            .map_err(|e| StoreError::Other(e.to_string()))?;
         let c = |v: Option<i64>| v.unwrap_or(0).clamp(0, u32::MAX.into()) as u32;
         Ok(hashes
             .iter()
@@ -300,16 +311,14 @@ impl RedisStore {
     /// use and remade whenever it breaks). Must run inside a tokio runtime:
     /// it starts the background task.
     pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
-        let client = config.connecting_client()?;
+        let broker = config.connecting_client()?;
         let read_timeout = config.redis_read_timeout.0;
         let write_timeout = config.redis_write_timeout.0;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.redis_connect_timeout.0))
-            .set_response_timeout(Some(read_timeout.max(write_timeout)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| ConfigError::new("redis_broker", format!("{e}")))?;
+        let conn = Connection::lazy(
+            broker,
+            config.redis_connect_timeout.0,
+            read_timeout.max(write_timeout),
+        )?;
         let inner = Arc::new(Inner {
             conn,
             keys: Keys::new(&config.key_prefix),

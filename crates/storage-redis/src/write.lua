@@ -1,12 +1,15 @@
--- The write script: one announcer's change to its swarm, the totals in
--- `stats` in the same atomic step, then the reply (see `store.rs`, which owns
--- the meaning of every argument, and the crate doc for the data layout).
+-- The write script: one announcer's change to its swarm, its bucket's totals
+-- in the same atomic step, then the reply (see `store.rs`, which owns the
+-- meaning of every argument, and the crate doc for the data layout). Every
+-- key is in the swarm's bucket, so in one Redis Cluster slot.
 --
--- KEYS: seeders (S), leechers (L), snatches (N), `swarms` (SW), `stats` (ST).
+-- KEYS: seeders (S), leechers (L), snatches (N), the bucket's swarms (SW),
+--   the bucket's totals of swarms, seeders and leechers (TW, TS, TL).
 -- ARGV: member, op, now (ms), want, swarm id, snatch expiry (ms), reply.
 --   op: remove | del_s | del_l | seeder | graduate | leecher | none
 --   reply: write (only {ok}) | l (peers for a leecher) | s (for a seeder)
-local S, L, N, SW, ST = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local S, L, N, SW = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local TW, TS, TL = KEYS[5], KEYS[6], KEYS[7]
 local m, op, now, want, id = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local reply = ARGV[7]
 local existed = redis.call('EXISTS', S, L) > 0
@@ -39,13 +42,13 @@ if ds ~= 0 or dl ~= 0 then
   exists = redis.call('EXISTS', S, L) > 0
   if exists and not existed then
     redis.call('SADD', SW, id)
-    redis.call('HINCRBY', ST, 'swarms', 1)
+    redis.call('INCR', TW)
   elseif existed and not exists then
     redis.call('SREM', SW, id)
-    redis.call('HINCRBY', ST, 'swarms', -1)
+    redis.call('DECR', TW)
   end
-  if ds ~= 0 then redis.call('HINCRBY', ST, 'seeders', ds) end
-  if dl ~= 0 then redis.call('HINCRBY', ST, 'leechers', dl) end
+  if ds ~= 0 then redis.call('INCRBY', TS, ds) end
+  if dl ~= 0 then redis.call('INCRBY', TL, dl) end
 end
 if reply == 'write' then return {ok} end
 if op == 'none' and not exists then return {0} end

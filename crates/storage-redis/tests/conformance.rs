@@ -1,14 +1,12 @@
 //! The storage conformance suite against a real `redis-server`, started once
 //! for this test binary on a free port (killed when the binary exits).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+mod cases;
 
-use storage_redis::{RedisConfig, RedisStore};
+use std::sync::{Arc, OnceLock};
+
 use test_support::redis::RedisServer;
 use tracker::PeerStore;
-use tracker::config::ConfigDuration;
 use tracker::conformance::StoreTestConfig;
 
 /// The binary's one server: a static is never dropped, so it is killed when
@@ -21,85 +19,12 @@ fn redis_url() -> String {
 }
 
 fn make(cfg: StoreTestConfig) -> Arc<dyn PeerStore> {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let config = RedisConfig {
-        redis_broker: redis_url(),
-        redis_read_timeout: ConfigDuration(Duration::from_secs(5)),
-        redis_write_timeout: ConfigDuration(Duration::from_secs(5)),
-        redis_connect_timeout: ConfigDuration(Duration::from_secs(5)),
-        gc_interval: ConfigDuration(cfg.gc_interval),
-        peer_lifetime: ConfigDuration(cfg.peer_lifetime),
-        prometheus_reporting_interval: ConfigDuration(cfg.reporting_interval),
-        key_prefix: format!("test{}-{n}:", std::process::id()),
-        redis_tls_ca_file: None,
-    };
-    Arc::new(RedisStore::new(config).expect("store")) as Arc<dyn PeerStore>
+    cases::store(redis_url(), cfg)
 }
 
 tracker::peer_store_conformance!(make);
 
-/// Two instances (one key prefix) collecting garbage at the same moment
-/// remove each stale peer once: the totals end exact, fresh peers stay.
 #[test]
 fn two_instances_collecting_at_once_keep_exact_totals() {
-    use tracker::bittorrent::{AddressFamily, InfoHash, Peer, PeerId};
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let prefix = format!("gc2-{}:", std::process::id());
-        let instance = || {
-            RedisStore::new(RedisConfig {
-                redis_broker: redis_url(),
-                // Only the explicit collections below run.
-                gc_interval: ConfigDuration(Duration::from_secs(3600)),
-                peer_lifetime: ConfigDuration(Duration::from_secs(1)),
-                prometheus_reporting_interval: ConfigDuration(Duration::from_millis(50)),
-                key_prefix: prefix.clone(),
-                ..RedisConfig::default()
-            })
-            .unwrap()
-        };
-        let (a, b) = (instance(), instance());
-        let peer = |n: u16| {
-            Peer::new(
-                PeerId([n as u8; 20]),
-                std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, (n >> 8) as u8, n as u8)),
-                6881,
-            )
-        };
-        // 300 stale peers over 30 torrents, half seeders, written through A.
-        for n in 0..300u16 {
-            let ih = InfoHash([(n % 30) as u8; 20]);
-            if n % 2 == 0 {
-                a.put_seeder(ih, peer(n)).await.unwrap();
-            } else {
-                a.put_leecher(ih, peer(n)).await.unwrap();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        // Fresh peers (through B) on one torrent that also has stale ones.
-        let kept = InfoHash([0; 20]);
-        for n in 1000..1005u16 {
-            b.put_leecher(kept, peer(n)).await.unwrap();
-        }
-        let (ra, rb) = tokio::join!(a.collect_garbage(), b.collect_garbage());
-        ra.unwrap();
-        rb.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for store in [&a, &b] {
-            let s = store.stats();
-            assert_eq!((s.swarms, s.seeders, s.leechers), (1, 0, 5), "{s:?}");
-        }
-        let scrape = b.scrape(kept, AddressFamily::V4).await.unwrap();
-        assert_eq!((scrape.complete, scrape.incomplete), (0, 5));
-        let gone = a
-            .scrape(InfoHash([1; 20]), AddressFamily::V4)
-            .await
-            .unwrap();
-        assert_eq!((gone.complete, gone.incomplete), (0, 0));
-    });
+    cases::two_instances_collecting_at_once_keep_exact_totals(redis_url());
 }

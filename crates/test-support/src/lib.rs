@@ -10,6 +10,8 @@
 //!   value, so a failing assertion shows the reply.
 //! - [`redis`]: a throwaway `redis-server` (TCP, TLS only, Unix socket only),
 //!   killed and restarted on the same address for outage tests.
+//! - [`redis_cluster`]: a throwaway Redis Cluster of such servers (primaries,
+//!   optionally with a replica each), a node killed for failover tests.
 //! - [`postgres`]: a throwaway PostgreSQL cluster on a free port of 127.0.0.1,
 //!   with `psql`, fast and immediate stops and restarts on the same port.
 //! - [`tls`]: self-signed certificates and acceptors for TLS servers.
@@ -31,6 +33,7 @@ mod port;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 mod tempdir;
 pub mod tls;
 

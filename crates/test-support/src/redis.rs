@@ -2,7 +2,8 @@
 //! a free port of 127.0.0.1 (plain TCP, or TLS only) or on a Unix socket only.
 //! It is killed when dropped and when the test process dies (see
 //! [`crate::process`]), and can be killed and restarted on the same address,
-//! for tests of what a client does while Redis is away.
+//! for tests of what a client does while Redis is away. A Redis Cluster of
+//! such servers is [`crate::redis_cluster`]'s.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,19 +30,27 @@ enum Listen {
 pub struct RedisServer {
     child: Option<Child>,
     listen: Listen,
+    /// More `redis-server` arguments, after the ones of the listen form.
+    extra: Vec<String>,
     dir: TempDir,
 }
 
 impl RedisServer {
     /// Plain TCP on a free port of 127.0.0.1; `tag` names its temp dir.
     pub fn start(tag: &str) -> RedisServer {
-        RedisServer::launch(tag, |_| Listen::Tcp(free_tcp_port()))
+        RedisServer::start_with(tag, free_tcp_port(), &[])
+    }
+
+    /// Plain TCP on `port` of 127.0.0.1, with more `redis-server` arguments
+    /// (relative paths are in the server's own dir).
+    pub fn start_with(tag: &str, port: u16, extra: &[&str]) -> RedisServer {
+        RedisServer::launch(tag, extra, |_| Listen::Tcp(port))
     }
 
     /// TLS only, on a free port of 127.0.0.1, with a fresh self-signed
     /// certificate for `localhost` (see [`RedisServer::ca_file`]).
     pub fn start_tls(tag: &str) -> RedisServer {
-        RedisServer::launch(tag, |dir| {
+        RedisServer::launch(tag, &[], |dir| {
             crate::tls::SelfSigned::new(&["localhost"]).write(dir.path());
             Listen::Tls(free_tcp_port())
         })
@@ -49,14 +58,15 @@ impl RedisServer {
 
     /// A Unix socket only (see [`RedisServer::socket_path`]), no TCP port.
     pub fn start_unix(tag: &str) -> RedisServer {
-        RedisServer::launch(tag, |dir| Listen::Unix(dir.path().join("redis.sock")))
+        RedisServer::launch(tag, &[], |dir| Listen::Unix(dir.path().join("redis.sock")))
     }
 
-    fn launch(tag: &str, listen: impl FnOnce(&TempDir) -> Listen) -> RedisServer {
+    fn launch(tag: &str, extra: &[&str], listen: impl FnOnce(&TempDir) -> Listen) -> RedisServer {
         let dir = TempDir::new(tag);
         let mut server = RedisServer {
             child: None,
             listen: listen(&dir),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             dir,
         };
         server.restart();
@@ -98,6 +108,11 @@ impl RedisServer {
         }
     }
 
+    /// Whether the server runs (it was not killed, or was restarted since).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server (SIGKILL: no goodbye to its clients) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -127,6 +142,7 @@ impl RedisServer {
                 command.args(["--port", "0", "--unixsocket"]).arg(path);
             }
         }
+        command.args(&self.extra);
         let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
         command
             .current_dir(self.dir.path())

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use test_support::process::spawn_tied;
 
 pub mod accounting;
+pub mod tracker_http;
 
 /// A tracker in this process, from `yaml` and `registry`, with the
 /// operations server on a free port of 127.0.0.1.
