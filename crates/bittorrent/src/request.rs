@@ -1,5 +1,7 @@
 //! Announce and scrape requests, after a frontend has parsed and sanitized them.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use crate::{AddressFamily, Event, InfoHash, Params, Peer};
 
 /// An announce, whatever protocol it arrived by. `Default` is a placeholder
@@ -40,9 +42,26 @@ impl AnnounceRequest {
 }
 
 /// A scrape of one or more torrents, answered for the requester's address family.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `Default` is a placeholder, as for [`AnnounceRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScrapeRequest {
     pub address_family: AddressFamily,
+    /// The client's address, as the frontend decided to trust it (the
+    /// connection's, or a trusted proxy's header): what hooks that tell
+    /// clients apart (`rate limit`) key on. A scrape names no address of its
+    /// own, so `allow_ip_spoofing` plays no part.
+    pub client: IpAddr,
     pub info_hashes: Vec<InfoHash>,
     pub params: Params,
+}
+
+impl Default for ScrapeRequest {
+    fn default() -> Self {
+        ScrapeRequest {
+            address_family: AddressFamily::default(),
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            info_hashes: Vec::new(),
+            params: Params::default(),
+        }
+    }
 }

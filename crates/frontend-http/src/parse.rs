@@ -139,6 +139,7 @@ pub(crate) fn scrape(
     let info_hashes = hashes[..limits.scrape_len(hashes.len())].to_vec();
     Ok(ScrapeRequest {
         address_family: AddressFamily::of(&client),
+        client,
         info_hashes,
         params,
     })

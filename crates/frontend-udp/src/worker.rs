@@ -558,6 +558,7 @@ impl Handler<'_> {
         let hashes = udp::ScrapeHashes::parse(packet, max)?;
         let req = &mut slot.scrape;
         req.address_family = AddressFamily::of(&ip);
+        req.client = ip;
         req.info_hashes.clear();
         req.info_hashes.extend(hashes.iter());
         req.params.clear();

@@ -13,8 +13,8 @@ use karuta::config::{self, ConfigSource};
 use serde::Deserialize;
 use test_support::TempDir;
 use tracker::bittorrent::{
-    AddressFamily, AnnounceRequest, AnnounceResponse, ClientError, Event, InfoHash, Params, Peer,
-    PeerId, ScrapeRequest, ScrapeResponse,
+    AddressFamily, AnnounceRequest, AnnounceResponse, ClientError, Event, InfoHash, Peer, PeerId,
+    ScrapeRequest, ScrapeResponse,
 };
 use tracker::testing::FnHook;
 use tracker::{
@@ -210,7 +210,7 @@ async fn pre_hooks_then_store_then_post_hooks() {
     let req = ScrapeRequest {
         address_family: AddressFamily::V4,
         info_hashes: vec![IH, InfoHash([1; 20])],
-        params: Params::default(),
+        ..ScrapeRequest::default()
     };
     let mut resp = ScrapeResponse::default();
     let mut ctx = RequestContext::new();

@@ -10,7 +10,9 @@
 //! - `jwt` ([`jwt`]): the announce must carry a token signed by the issuer's
 //!   keys (a JWK set, refreshed) for this audience and this info hash;
 //! - `passkey approval` ([`passkey_approval`], karuta's): only a private
-//!   site's users announce, known from its database or a file.
+//!   site's users announce, known from its database or a file;
+//! - `rate limit` ([`rate_limit`], karuta's): a token bucket of announces
+//!   (and scrapes) per client address or IPv6 network, in a fixed-size table.
 //!
 //! `torrent approval` also takes a site's registry of torrents from its
 //! database ([`site`]).
@@ -22,6 +24,7 @@ mod file_watch;
 pub mod interval_variation;
 pub mod jwt;
 pub mod passkey_approval;
+pub mod rate_limit;
 pub mod site;
 pub mod torrent_approval;
 
@@ -61,6 +64,7 @@ pub fn register(registry: &mut Registry) {
     registry.register_hook(interval_variation::NAME, |c: interval_variation::Config| {
         Ok(Arc::new(interval_variation::IntervalVariation::new(c)) as Arc<dyn Hook>)
     });
+    rate_limit::register(registry);
     registry.register_hook_async(jwt::NAME, |c: jwt::Config| async move {
         Ok(Arc::new(jwt::Jwt::new(c).await?) as Arc<dyn Hook>)
     });

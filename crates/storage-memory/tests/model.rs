@@ -20,7 +20,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use storage_memory::{MemoryConfig, MemoryStore};
 use tracker::bittorrent::{
-    AddressFamily, AnnounceResponse, Event, InfoHash, Params, Peer, PeerId, Scrape, ScrapeRequest,
+    AddressFamily, AnnounceResponse, Event, InfoHash, Peer, PeerId, Scrape, ScrapeRequest,
     ScrapeResponse,
 };
 use tracker::config::ConfigDuration;
@@ -441,7 +441,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let req = ScrapeRequest {
                     info_hashes: hs.iter().map(|&h| info_hash(h)).collect(),
                     address_family: f,
-                    params: Params::default(),
+                    ..ScrapeRequest::default()
                 };
                 let mut resp = ScrapeResponse::default();
                 accepted(&rt, s.scrape_many(&req, &mut resp), &ctx)?;

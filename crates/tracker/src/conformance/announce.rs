@@ -2,7 +2,7 @@
 //! what an announce does, snatches counted once per completion and per
 //! torrent, and scrapes of many info hashes in request order.
 
-use bittorrent::{AddressFamily, AnnounceResponse, Event, Params, ScrapeRequest, ScrapeResponse};
+use bittorrent::{AddressFamily, AnnounceResponse, Event, ScrapeRequest, ScrapeResponse};
 
 use super::{
     DNE, MakeStore, StoreTestConfig, addrs, announce, announced, counts, ih, peer, peers_for,
@@ -112,7 +112,7 @@ pub async fn scrape_many_in_request_order(make: MakeStore<'_>) {
     let req = ScrapeRequest {
         address_family: f,
         info_hashes: vec![ih(2), ih(3), ih(1)],
-        params: Params::default(),
+        ..ScrapeRequest::default()
     };
     let mut resp = ScrapeResponse::default();
     s.scrape_many(&req, &mut resp).await.unwrap();
