@@ -30,16 +30,10 @@ const DESCRIPTORS: u64 = PER_ROUND as u64 + 256;
 
 /// VmRSS in bytes and the number of open descriptors of `pid`.
 fn rss_and_fds(pid: i32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
-    (kib * 1024, fds)
+    (test_support::process::rss_bytes(pid), fds)
 }
 
 fn mib(bytes: u64) -> f64 {

@@ -255,14 +255,6 @@ fn a_reload_keeps_every_clients_budget() {
     t.karuta.stop_cleanly();
 }
 
-/// Resident memory of `pid`, in bytes.
-fn rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 /// Announces (`stopped`, so that the store keeps nothing) of the IPv4
 /// addresses `ips` over UDP, 64 datagrams in flight.
 fn udp_flood(t: &Tracker, ips: std::ops::Range<u32>) {
@@ -312,12 +304,12 @@ fn memory_stays_put_while_126_000_addresses_announce() {
     udp_flood(&t, 0x0a00_0000..0x0a00_0000 + 10_000);
     http_flood(&t, 0..1_000);
     t.metrics();
-    let before = rss(pid);
+    let before = test_support::process::rss_bytes(pid);
     let flood = Instant::now();
     udp_flood(&t, 0x0b00_0000..0x0b00_0000 + 120_000);
     let udp = flood.elapsed();
     http_flood(&t, 1_000..7_000);
-    let after = rss(pid);
+    let after = test_support::process::rss_bytes(pid);
     eprintln!("udp {udp:?}, http {:?}", flood.elapsed() - udp);
     let m = t.metrics();
     // Every address had a slot of its own (or took one over; but for the

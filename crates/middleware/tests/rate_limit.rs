@@ -19,10 +19,7 @@ const ADDRESSES: u32 = 1_000_000;
 const SLACK: u64 = 2 << 20;
 
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
+    test_support::process::rss_bytes("self")
 }
 
 /// The `n`th address: even `n` an IPv4 address, odd `n` an IPv6 /64.
