@@ -1,9 +1,11 @@
 //! The `postgres` handler's throughput and privtrak's restore from it, on a
-//! PostgreSQL started here on this machine (fsync on, synchronous commit):
+//! PostgreSQL started here on this machine (fsync and full page writes on,
+//! synchronous commit, 256 MB of shared buffers):
 //! `cargo bench -p privtrak --bench postgres`.
 //!
 //! - Sustained deltas per second for `SECONDS` (60; `BENCH_SECONDS` to
-//!   change), batches of `BATCH` (1024; `BENCH_BATCH`), over 1,000,000 peers
+//!   change), batches of `BATCH` (1024; `BENCH_BATCH`) applied by `writers`
+//!   transactions (1, one per batch; `BENCH_WRITERS`), over 1,000,000 peers
 //!   of 100,000 users on 200,000 torrents announcing in turn; then a check
 //!   that the database holds exactly what was handed over (zero loss).
 //! - Restoring 1,000,000 baselines from `karuta.peers` at privtrak's start.
@@ -77,7 +79,8 @@ fn main() {
     }
     let seconds = env("BENCH_SECONDS", 60);
     let batch_size = env("BENCH_BATCH", 1024);
-    let pg = Postgres::start("bench-postgres");
+    let writers = env("BENCH_WRITERS", 1) as usize;
+    let pg = Postgres::start_durable("bench-postgres");
     let url = format!(
         "postgresql://{}@{}:{}/{}?sslmode=disable",
         pg.user(),
@@ -95,8 +98,10 @@ fn main() {
             url: url.clone(),
             ..PgOptions::default()
         },
-        start_without_database: false,
+        writers,
+        ..PostgresConfig::default()
     };
+    config.validate().unwrap();
     let handler = Arc::new(rt.block_on(PostgresHandler::open(&config)).unwrap());
     let journal = JournalId([7; 16]);
 
@@ -143,7 +148,7 @@ fn main() {
     let deltas = k - measured_from;
     latencies.sort();
     println!(
-        "postgres: {deltas} deltas in {:.1} s in batches of {batch_size}: {:.0} deltas/s; per batch p50 {:.1} ms, p99 {:.1} ms",
+        "postgres: {deltas} deltas in {:.1} s in batches of {batch_size}, {writers} writer(s): {:.0} deltas/s; per batch p50 {:.1} ms, p99 {:.1} ms",
         took.as_secs_f64(),
         deltas as f64 / took.as_secs_f64(),
         latencies[latencies.len() / 2].as_secs_f64() * 1e3,

@@ -352,6 +352,11 @@ mod tests {
                 serde_json::json!({"handler": {"name": "nope"}}),
                 "p.handler",
             ),
+            (
+                serde_json::json!({"handler": {"name": "postgres", "options": {
+                    "url": "postgresql://u@127.0.0.1/db", "writers": 3}}}),
+                "p.handler.options.writers",
+            ),
         ] {
             let mut options = options;
             if options.get("handler").is_none() {

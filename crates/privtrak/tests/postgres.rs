@@ -45,7 +45,7 @@ fn options(url: &str) -> PostgresConfig {
             url: url.to_owned(),
             ..PgOptions::default()
         },
-        start_without_database: false,
+        ..PostgresConfig::default()
     }
 }
 
@@ -97,13 +97,15 @@ fn db_totals(url: &str) -> Totals {
 
 struct Fixture {
     url: String,
+    writers: usize,
 }
 
 impl HandlerFixture for Fixture {
     fn open(&self) -> BoxFuture<'_, Arc<dyn DeltaHandler>> {
         Box::pin(async {
-            Arc::new(PostgresHandler::open(&options(&self.url)).await.unwrap())
-                as Arc<dyn DeltaHandler>
+            let mut c = options(&self.url);
+            c.writers = self.writers;
+            Arc::new(PostgresHandler::open(&c).await.unwrap()) as Arc<dyn DeltaHandler>
         })
     }
     fn totals(&self) -> BoxFuture<'_, Totals> {
@@ -116,10 +118,21 @@ impl HandlerFixture for Fixture {
     }
 }
 
+/// One transaction per batch (the default).
 mod conformance {
     use super::*;
     privtrak::delta_handler_conformance!(Fixture {
-        url: new_database()
+        url: new_database(),
+        writers: 1,
+    });
+}
+
+/// A batch in four transactions at once, split by user.
+mod conformance_four_writers {
+    use super::*;
+    privtrak::delta_handler_conformance!(Fixture {
+        url: new_database(),
+        writers: 4,
     });
 }
 
@@ -188,6 +201,58 @@ async fn a_batch_becomes_transfers_baselines_and_a_batch_id() {
         format!("{}|{}", (1..=14).sum::<u64>(), 2 * (1..=14).sum::<u64>())
     );
     h.close().await.unwrap();
+}
+
+/// A batch that four writers left half-applied (one part's transaction
+/// committed, then the process died) is completed by a single writer
+/// without the committed part counted twice: each part goes on from its own
+/// recorded position, whatever `writers` wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_half_applied_by_four_writers_is_completed_once_by_one() {
+    use privtrak::handlers::postgres::part_of;
+    let url = new_database();
+    let mut four = options(&url);
+    four.writers = 4;
+    let h = PostgresHandler::open(&four).await.unwrap();
+    // Part 2's transaction alone: its deltas applied, its position recorded.
+    let whole = batch(J1, 1, 10);
+    let mut part_two = whole.clone();
+    part_two.deltas.retain(|d| part_of(&d.user) == 2);
+    assert!(!part_two.deltas.is_empty() && part_two.deltas.len() < whole.deltas.len());
+    h.handle(&part_two).await.unwrap();
+    psql(&url, "DELETE FROM karuta.batches WHERE part <> 2");
+    assert_eq!(h.applied_through(J1).await.unwrap(), 0);
+    h.close().await.unwrap();
+    // The restart replays the whole batch into one transaction.
+    let one = PostgresHandler::open(&options(&url)).await.unwrap();
+    one.handle(&whole).await.unwrap();
+    assert_eq!(one.applied_through(J1).await.unwrap(), 10);
+    one.handle(&batch(J1, 11, 20)).await.unwrap();
+    let totals = tokio::task::spawn_blocking(move || db_totals(&url))
+        .await
+        .unwrap();
+    assert_eq!(totals, expected(20));
+}
+
+#[test]
+fn writers_must_divide_the_parts_and_fit_the_pool() {
+    let mut c = options("postgresql://u@127.0.0.1/db");
+    for ok in [1, 2, 4] {
+        c.writers = ok;
+        assert!(c.validate().is_ok(), "writers: {ok}");
+    }
+    for bad in [0, 3, 5, 8] {
+        c.writers = bad;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("writers") && e.contains("must be 1, 2 or 4"),
+            "{e}"
+        );
+    }
+    c.writers = 4;
+    c.database.pool_size = 2;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("writers") && e.contains("pool_size is 2"), "{e}");
 }
 
 fn announce(peer: u8, event: Event, up: u64, down: u64) -> AnnounceRequest {

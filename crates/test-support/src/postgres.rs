@@ -18,7 +18,10 @@
 //! (`fsync=off`), not durability against a crash of the server: a commit is
 //! in the WAL, in the operating system's hands, before it is acknowledged
 //! (`synchronous_commit` stays on), so an immediate stop loses no committed
-//! transaction and the next start recovers it from the WAL.
+//! transaction and the next start recovers it from the WAL. Benchmarks take
+//! [`Postgres::start_durable`]: PostgreSQL's own defaults for durability
+//! (`fsync`, `full_page_writes`) and 256 MB of shared buffers, as a site's
+//! database would run.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -49,19 +52,28 @@ pub struct Postgres {
     dir: TempDir,
     /// The certificate (its own CA) when the server speaks TLS.
     tls: Option<PathBuf>,
+    /// fsync on (see [`Postgres::start_durable`]).
+    durable: bool,
 }
 
 impl Postgres {
     /// A new cluster in a temp dir named after `tag`, started and accepting
     /// connections.
     pub fn start(tag: &str) -> Postgres {
-        Postgres::launch(tag, None)
+        Postgres::launch(tag, None, false)
+    }
+
+    /// A cluster that syncs every commit to disk (`fsync` and
+    /// `full_page_writes` on, 256 MB of shared buffers): for benchmarks
+    /// whose figures a site's database should reproduce.
+    pub fn start_durable(tag: &str) -> Postgres {
+        Postgres::launch(tag, None, true)
     }
 
     /// The same, also speaking TLS with a fresh self-signed certificate for
     /// `names` (see [`Postgres::ca_file`]).
     pub fn start_tls(tag: &str, names: &[&str]) -> Postgres {
-        Postgres::launch(tag, Some(names))
+        Postgres::launch(tag, Some(names), false)
     }
 
     /// The certificate clients trust to reach a [`Postgres::start_tls`] server.
@@ -71,7 +83,7 @@ impl Postgres {
             .expect("a server started with start_tls")
     }
 
-    fn launch(tag: &str, tls: Option<&[&str]>) -> Postgres {
+    fn launch(tag: &str, tls: Option<&[&str]>, durable: bool) -> Postgres {
         let dir = TempDir::new(tag);
         let owner = process::running_as_root().then(postgres_user);
         if let Some((uid, gid)) = owner {
@@ -85,6 +97,7 @@ impl Postgres {
             child: None,
             dir,
             tls: None,
+            durable,
         };
         let out = pg
             .server_command("initdb")
@@ -235,8 +248,21 @@ impl Postgres {
                 "-c",
                 "unix_socket_directories=",
             ])
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
-            .args(["-c", "shared_buffers=16MB", "-c", "max_connections=50"])
+            .args(if self.durable {
+                ["-c", "fsync=on", "-c", "full_page_writes=on"]
+            } else {
+                ["-c", "fsync=off", "-c", "full_page_writes=off"]
+            })
+            .args([
+                "-c",
+                if self.durable {
+                    "shared_buffers=256MB"
+                } else {
+                    "shared_buffers=16MB"
+                },
+                "-c",
+                "max_connections=50",
+            ])
             .args(self.tls.iter().flat_map(|cert| {
                 let key = cert.with_file_name("key.pem");
                 [

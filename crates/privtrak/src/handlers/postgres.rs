@@ -7,13 +7,16 @@
 //! acknowledged without being applied again, and one that straddles it is
 //! applied from the next position on.
 //!
-//! A batch is applied in [`PARTS`] parts at once, split by user, each in a
-//! transaction of its own on its own connection (one PostgreSQL backend is
-//! one core): parts touch disjoint rows, each part records its position, and
-//! what the handler has applied is the least of them, so a crash between two
-//! parts' commits replays only what is missing.
+//! A batch is applied in one transaction (`writers: 1`, the default), so a
+//! site sees all of it or none of it. Its deltas still fall into [`PARTS`]
+//! parts by user, each with its own recorded position: with `writers: 2` or
+//! `4` the parts are applied in that many transactions at once, each on its
+//! own connection (one PostgreSQL backend is one core), and what the handler
+//! has applied is the least position of the parts, so a crash between two
+//! writers' commits replays only what is missing — whatever `writers` the
+//! next start uses.
 //!
-//! In a transaction the part is first summed per (user, torrent) —
+//! In a transaction the deltas are first summed per (user, torrent) —
 //! `transfers` rows grow by the sums — and per peer — `peers` rows take each
 //! peer's last baseline, or go when its last delta closed it — and the rows
 //! are written sorted by key with array parameters (`unnest`), a statement
@@ -50,7 +53,7 @@ use crate::records::PeerRecord;
 
 /// The handler's options: the database's, and whether a start may go on
 /// without it.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct PostgresConfig {
     #[serde(flatten)]
@@ -58,11 +61,42 @@ pub struct PostgresConfig {
     /// Start even when the database cannot be reached: announces are served
     /// and journaled, and handed over once it answers.
     pub start_without_database: bool,
+    /// How many transactions a batch is applied in, at once, each on its
+    /// own connection: 1 (the default) applies a batch atomically; 2 or 4
+    /// split it by user, each transaction atomic for its users, for a
+    /// database where one backend (one core) is the limit.
+    pub writers: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            database: PgOptions::default(),
+            start_without_database: false,
+            writers: 1,
+        }
+    }
 }
 
 impl PostgresConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        self.database.validate()
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        if self.writers == 0 || !PARTS.is_multiple_of(self.writers) {
+            return Err(ConfigError::new(
+                "writers",
+                format!("must be 1, 2 or 4, not {}", self.writers),
+            ));
+        }
+        if self.writers > self.database.pool_size {
+            return Err(ConfigError::new(
+                "writers",
+                format!(
+                    "{} writers need at least as many connections, and pool_size is {}",
+                    self.writers, self.database.pool_size
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -80,6 +114,7 @@ pub struct PostgresHandler {
     /// reaches the database when it was down at start).
     schema: OnceCell<()>,
     pruned: Mutex<Option<Instant>>,
+    writers: usize,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -117,7 +152,8 @@ type PeerKey = (UserId, InfoHash, PeerId);
 /// find its part at every start.
 pub const PARTS: usize = 4;
 
-fn part_of(user: &UserId) -> usize {
+/// The part a user's deltas go to.
+pub fn part_of(user: &UserId) -> usize {
     // The last byte: sequential site ids spread, and passkeys are random.
     usize::from(user.0[15]) % PARTS
 }
@@ -167,6 +203,7 @@ impl PostgresHandler {
             create_schema: config.database.create_schema,
             schema: OnceCell::new(),
             pruned: Mutex::new(None),
+            writers: config.writers.clamp(1, PARTS),
         };
         match handler.ready().await {
             Ok(()) => {}
@@ -206,19 +243,22 @@ impl PostgresHandler {
     }
 
     /// Applies one batch: its deltas split by user into [`PARTS`] parts,
-    /// each part in a transaction of its own, all at once on separate
-    /// connections. `Ok(false)` when a part met a conflict worth retrying.
+    /// the parts grouped into `writers` transactions applied at once on
+    /// separate connections (one transaction, the whole batch, by default).
+    /// `Ok(false)` when a transaction met a conflict worth retrying.
     async fn apply(&self, batch: &Batch) -> Result<bool, HandlerError> {
         let mut parts: Vec<Vec<&Delta>> = vec![Vec::new(); PARTS];
         for d in &batch.deltas {
             parts[part_of(&d.user)].push(d);
         }
-        let results = futures_util::future::join_all(
-            parts
-                .iter()
-                .enumerate()
-                .map(|(part, deltas)| self.apply_part(batch, part, deltas)),
-        )
+        let writers = self.writers;
+        let results = futures_util::future::join_all((0..writers).map(|w| {
+            let group: Vec<(i16, &[&Delta])> = (w..PARTS)
+                .step_by(writers)
+                .map(|p| (p as i16, parts[p].as_slice()))
+                .collect();
+            self.apply_group(batch, group)
+        }))
         .await;
         let mut done = true;
         for r in results {
@@ -227,59 +267,81 @@ impl PostgresHandler {
         Ok(done)
     }
 
-    /// One part of a batch in one transaction, which also records the batch
-    /// for this part (so its position moves on even when the part is empty).
-    async fn apply_part(
+    /// Some parts of a batch in one transaction, which also records the
+    /// batch for each of them (so a part's position moves on even when it
+    /// had no delta). `group` is sorted by part.
+    async fn apply_group(
         &self,
         batch: &Batch,
-        part: usize,
-        deltas: &[&Delta],
+        group: Vec<(i16, &[&Delta])>,
     ) -> Result<bool, HandlerError> {
         let db = &self.db;
         let mut client = db.client().await.map_err(HandlerError::new)?;
         let tx = client.transaction().await.map_err(|e| err(db, &e))?;
         let journal = batch.id.journal.to_string();
-        let part_id = part as i16;
+        let part_ids: Vec<i16> = group.iter().map(|(p, _)| *p).collect();
         // One writer per part of a journal at a time (a second process on
-        // one journal would be a mistake; this keeps it from counting twice).
+        // one journal would be a mistake; this keeps it from counting
+        // twice). Taken in the order of the parts: two writers cannot
+        // deadlock on them.
         tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
-            &[&journal, &i64::from(part_id)],
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, p))
+             FROM unnest($2::int2[]) WITH ORDINALITY AS u(p, n) ORDER BY n",
+            &[&journal, &part_ids],
         )
         .await
         .map_err(|e| err(db, &e))?;
-        let applied: i64 = tx
-            .query_one(
+        let positions = tx
+            .query(
                 &db.sql(
-                    "SELECT coalesce(max(last_seq), 0) FROM {schema}.batches WHERE journal = $1 AND part = $2",
+                    "SELECT p, (SELECT coalesce(max(last_seq), 0) FROM {schema}.batches
+                                WHERE journal = $1 AND part = p)
+                     FROM unnest($2::int2[]) AS u(p)",
                 ),
-                &[&journal, &part_id],
+                &[&journal, &part_ids],
             )
             .await
-            .map_err(|e| err(db, &e))?
-            .get(0);
-        let applied = applied.max(0) as u64;
-        if applied >= batch.id.last {
+            .map_err(|e| err(db, &e))?;
+        let applied = |part: i16| -> u64 {
+            positions
+                .iter()
+                .find(|r| r.get::<_, i16>(0) == part)
+                .map_or(0, |r| r.get::<_, i64>(1).max(0) as u64)
+        };
+        // Each part goes on from its own position: a batch replayed after a
+        // crash between two writers' commits applies only what is missing.
+        let mut todo: Vec<&Delta> = Vec::new();
+        let (mut rec_parts, mut rec_first, mut rec_deltas) = (Vec::new(), Vec::new(), Vec::new());
+        for (part, deltas) in &group {
+            let from = applied(*part);
+            if from >= batch.id.last {
+                continue;
+            }
+            let before = todo.len();
+            todo.extend(deltas.iter().copied().filter(|d| d.seq > from));
+            rec_parts.push(*part);
+            rec_first.push(i64_of(batch.id.first.max(from + 1)));
+            rec_deltas.push((todo.len() - before) as i32);
+        }
+        if rec_parts.is_empty() {
             tx.rollback().await.map_err(|e| err(db, &e))?;
             return Ok(true);
         }
-        let todo: Vec<&Delta> = deltas.iter().copied().filter(|d| d.seq > applied).collect();
         let (transfers, peers) = sum(todo.iter().copied());
-        let first = batch.id.first.max(applied + 1);
         let result = async {
             self.write_transfers(&tx, &transfers).await?;
             self.write_peers(&tx, &peers).await?;
             tx.execute(
                 &db.sql(
                     "INSERT INTO {schema}.batches (journal, part, first_seq, last_seq, deltas)
-                     VALUES ($1, $2, $3, $4, $5)",
+                     SELECT $1, p, f, $4, d FROM unnest($2::int2[], $3::int8[], $5::int4[]) AS u(p, f, d)",
                 ),
                 &[
                     &journal,
-                    &part_id,
-                    &i64_of(first),
+                    &rec_parts,
+                    &rec_first,
                     &i64_of(batch.id.last),
-                    &(todo.len() as i32),
+                    &rec_deltas,
                 ],
             )
             .await?;
