@@ -63,6 +63,10 @@ impl Params {
         self.clear();
         let text = std::str::from_utf8(url_data).map_err(|_| NOT_UTF8)?;
         let (path, query) = text.split_once('?').unwrap_or((text, ""));
+        // Room for everything at once: a fresh `Params` (one per HTTP
+        // request) would otherwise grow each buffer several times.
+        self.decoded.reserve(query.len());
+        self.pairs.reserve(16);
         self.path.push_str(path);
         self.raw_query.push_str(query);
         for pair in query.as_bytes().split(|&b| b == b'&' || b == b';') {
@@ -161,6 +165,7 @@ impl Params {
 
     /// Records a route parameter; frontends call this after matching a route.
     pub fn set_route_param(&mut self, name: &str, value: &str) {
+        self.route.reserve(name.len() + value.len());
         let value_start = self.route.len();
         self.route.push_str(value);
         let value_span = Span::of(self.route.as_bytes(), value_start);

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tracker::ConfigError;
@@ -112,8 +112,11 @@ struct State {
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct JsonlHandler {
-    path: PathBuf,
-    state: Mutex<State>,
+    path: Arc<PathBuf>,
+    state: Arc<Mutex<State>>,
+    /// One batch is written at a time (the drain hands over one at a time;
+    /// this keeps a second caller from racing the positions).
+    writing: tokio::sync::Mutex<()>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JsonlError + '_ {
@@ -237,37 +240,73 @@ impl JsonlHandler {
             file.sync_all().map_err(io(path))?;
         }
         Ok(JsonlHandler {
-            path: path.to_owned(),
-            state: Mutex::new(State {
+            path: Arc::new(path.to_owned()),
+            state: Arc::new(Mutex::new(State {
                 file,
                 len,
                 applied,
                 out: Vec::new(),
                 saved: None,
-            }),
+            })),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
+}
 
-    fn save_checkpoint(&self, state: &State) {
-        let checkpoint = Checkpoint {
-            offset: state.len,
-            applied: state
-                .applied
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
-        };
-        let path = state_path(&self.path);
-        let tmp = state_path(&self.path).with_extension("state.tmp");
-        // Not synced: a lost or stale checkpoint only makes the next open
-        // read more of the file.
-        let written = serde_json::to_vec(&checkpoint)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::debug!(path = %path.display(), error = %e, "jsonl checkpoint not written");
-        }
+/// Writes the lines of `deltas` (batch `id`) and syncs them, then moves the
+/// journal's position on. Blocking: runs on a blocking thread.
+fn append(
+    path: &Path,
+    state: &Mutex<State>,
+    id: BatchId,
+    deltas: &[Delta],
+) -> Result<(), HandlerError> {
+    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let state = &mut *state;
+    state.out.clear();
+    write_lines(&id, deltas, &mut state.out);
+    let len = state.len;
+    let written = state
+        .file
+        .write_all(&state.out)
+        .and_then(|()| state.file.sync_data());
+    if let Err(e) = written {
+        // Leave the file as it was: a partial batch would be cut at the
+        // next open anyway, but this process keeps appending.
+        let _ = state.file.set_len(len);
+        return Err(HandlerError::new(format!("{}: {e}", path.display())));
+    }
+    state.len += state.out.len() as u64;
+    state.applied.insert(id.journal, id.last);
+    if state
+        .saved
+        .is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY)
+    {
+        save_checkpoint(path, state);
+        state.saved = Some(std::time::Instant::now());
+    }
+    Ok(())
+}
+
+fn save_checkpoint(path: &Path, state: &State) {
+    let checkpoint = Checkpoint {
+        offset: state.len,
+        applied: state
+            .applied
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+    };
+    let path = state_path(path);
+    let tmp = path.with_extension("state.tmp");
+    // Not synced: a lost or stale checkpoint only makes the next open read
+    // more of the file.
+    let written = serde_json::to_vec(&checkpoint)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::debug!(path = %path.display(), error = %e, "jsonl checkpoint not written");
     }
 }
 
@@ -380,35 +419,22 @@ impl DeltaHandler for JsonlHandler {
 
     fn handle<'a>(&'a self, batch: &'a Batch) -> HandlerFuture<'a, ()> {
         Box::pin(async move {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let applied = state.applied.get(&batch.id.journal).copied().unwrap_or(0);
+            let _one = self.writing.lock().await;
+            let applied = {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.applied.get(&batch.id.journal).copied().unwrap_or(0)
+            };
             let Some((id, deltas)) = batch.after(applied) else {
                 return Ok(());
             };
-            let state = &mut *state;
-            state.out.clear();
-            write_lines(&id, deltas, &mut state.out);
-            let len = state.len;
-            let written = state
-                .file
-                .write_all(&state.out)
-                .and_then(|()| state.file.sync_data());
-            if let Err(e) = written {
-                // Leave the file as it was: a partial batch would be cut at the
-                // next open anyway, but this process keeps appending.
-                let _ = state.file.set_len(len);
-                return Err(HandlerError::new(format!("{}: {e}", self.path.display())));
-            }
-            state.len += state.out.len() as u64;
-            state.applied.insert(id.journal, id.last);
-            if state
-                .saved
-                .is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY)
-            {
-                self.save_checkpoint(state);
-                state.saved = Some(std::time::Instant::now());
-            }
-            Ok(())
+            // Formatting, the write and its sync go to a blocking thread:
+            // a sync takes milliseconds, and announces must go on meanwhile
+            // (a copy of the deltas is far cheaper than their lines).
+            let deltas = deltas.to_vec();
+            let (path, state) = (Arc::clone(&self.path), Arc::clone(&self.state));
+            tokio::task::spawn_blocking(move || append(&path, &state, id, &deltas))
+                .await
+                .map_err(|e| HandlerError::new(format!("{}: {e}", self.path.display())))?
         })
     }
 }
