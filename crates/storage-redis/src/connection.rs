@@ -24,7 +24,9 @@
 //! [`Connection::per_primary`] or [`Connection::mget_per_slot`]: one command
 //! or pipeline on one Redis, one pipeline per primary on a cluster.
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -40,6 +42,85 @@ use crate::config::Broker;
 pub(crate) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection, SlotMap),
+}
+
+/// Where a store's calls go: one connection shared by every thread, and on
+/// one Redis a connection of its own for each thread that runs a
+/// single-threaded runtime (a UDP worker). A multiplexed connection is
+/// driven by a task on the runtime that made it; a worker calling through
+/// the shared one would hand every command to another thread and be woken
+/// from it for every reply. Its own connection keeps the command, the socket
+/// and the reply on the worker's thread: no wake-up crosses threads.
+pub(crate) struct Connections {
+    shared: Connection,
+    /// What a thread's own connection is made from (one Redis only: a
+    /// cluster client keeps a connection per node, so each thread keeps to
+    /// the shared one).
+    own: Option<(redis::Client, Duration, Duration)>,
+    /// Tells this store's connections apart from another's (a reload makes
+    /// a new store) in a thread's list.
+    id: u64,
+    /// A thread drops its connection of a store that is gone.
+    alive: Arc<()>,
+}
+
+thread_local! {
+    /// This thread's own connections: (store, the store's liveness, connection).
+    static OWN: RefCell<Vec<(u64, Weak<()>, Connection)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Connections {
+    pub fn new(broker: Broker, connect: Duration, response: Duration) -> Result<Self, ConfigError> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let own = match &broker {
+            Broker::Single(client) => Some((client.clone(), connect, response)),
+            Broker::Cluster(_) => None,
+        };
+        Ok(Connections {
+            shared: Connection::lazy(broker, connect, response)?,
+            own,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            alive: Arc::new(()),
+        })
+    }
+
+    /// The connection every thread shares (background work, the HTTP
+    /// frontend's runtime).
+    pub fn shared(&self) -> &Connection {
+        &self.shared
+    }
+
+    /// The connection for a call from this thread: its own on a
+    /// single-threaded runtime, made (lazily: the first command connects,
+    /// and its task runs on this runtime) on the first call, else the
+    /// shared one.
+    pub fn here(&self) -> Connection {
+        let Some((client, connect, response)) = &self.own else {
+            return self.shared.clone();
+        };
+        let single_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !single_threaded {
+            return self.shared.clone();
+        }
+        OWN.with(|own| {
+            let mut own = own.borrow_mut();
+            if let Some((_, _, conn)) = own.iter().find(|(id, _, _)| *id == self.id) {
+                return conn.clone();
+            }
+            // Connections of stores that are gone close as they drop here.
+            own.retain(|(_, alive, _)| alive.strong_count() > 0);
+            match Connection::lazy(Broker::Single(client.clone()), *connect, *response) {
+                Ok(conn) => {
+                    own.push((self.id, Arc::downgrade(&self.alive), conn.clone()));
+                    conn
+                }
+                // It was made once from the same client; should it fail now,
+                // the shared one still serves.
+                Err(_) => self.shared.clone(),
+            }
+        })
+    }
 }
 
 /// Which primary serves which slots, as `CLUSTER SLOTS` last said: read on

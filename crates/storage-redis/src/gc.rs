@@ -32,7 +32,7 @@ impl Inner {
             })
             .collect();
         let replies = self
-            .bounded(self.read_timeout, self.conn.mget_per_slot(groups))
+            .bounded(self.read_timeout, self.conns.shared().mget_per_slot(groups))
             .await?;
         replies
             .into_iter()
@@ -79,7 +79,7 @@ impl Inner {
         let swarms = self.keys.swarms(bucket);
         let mut cursor: u64 = 0;
         loop {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conns.shared().clone();
             let (next, ids): (u64, Vec<String>) = self
                 .bounded(
                     self.read_timeout,

@@ -56,8 +56,27 @@ pub(crate) struct SwarmKeys {
     pub leechers: String,
     /// The torrent's snatches: both families share it.
     pub snatches: String,
-    /// `<ih>:<f>`, the swarm's member in its bucket's set of swarms.
+    /// `<ih>:<f>`, the swarm's member in its bucket's set of swarms (the
+    /// announce path takes it from [`Keys::swarm_into`]).
+    #[cfg(test)]
     pub id: String,
+}
+
+/// Where [`Keys::swarm_into`] put each key of a swarm in its buffer.
+pub(crate) struct SwarmRanges {
+    pub seeders: std::ops::Range<usize>,
+    pub leechers: std::ops::Range<usize>,
+    pub snatches: std::ops::Range<usize>,
+    pub id: std::ops::Range<usize>,
+}
+
+/// Lower-case hex, as an info hash displays.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
 }
 
 impl Keys {
@@ -95,18 +114,57 @@ impl Keys {
     }
 
     pub fn swarm(&self, info_hash: &InfoHash, family: AddressFamily) -> SwarmKeys {
-        let digit = match family {
-            AddressFamily::V4 => '4',
-            AddressFamily::V6 => '6',
+        let mut buf = Vec::new();
+        let at = self.swarm_into(info_hash, family, &mut buf);
+        let text = |r: std::ops::Range<usize>| {
+            String::from_utf8(buf[r].to_vec())
+                .expect("key names are ASCII but for the prefix, which is UTF-8")
         };
-        // An info hash displays as lower-case hex.
-        let id = format!("{info_hash}:{digit}");
-        let b = bucket(info_hash);
-        let (seeders, leechers) = self.peers_of(b, &id);
         SwarmKeys {
+            seeders: text(at.seeders),
+            leechers: text(at.leechers),
+            snatches: text(at.snatches),
+            #[cfg(test)]
+            id: text(at.id),
+        }
+    }
+
+    /// A swarm's keys written into `buf` (cleared first), back to back; the
+    /// ranges say where each is. The announce path names a swarm this way:
+    /// one buffer, no string per key.
+    pub fn swarm_into(
+        &self,
+        info_hash: &InfoHash,
+        family: AddressFamily,
+        buf: &mut Vec<u8>,
+    ) -> SwarmRanges {
+        let digit = match family {
+            AddressFamily::V4 => b'4',
+            AddressFamily::V6 => b'6',
+        };
+        let tagged = self.tagged[bucket(info_hash)].as_bytes();
+        buf.clear();
+        // <tagged><ih>:<f>:S, then the same with L.
+        buf.extend_from_slice(tagged);
+        let id_start = buf.len();
+        push_hex(buf, &info_hash.0);
+        buf.extend_from_slice(&[b':', digit]);
+        let id = id_start..buf.len();
+        buf.extend_from_slice(b":S");
+        let seeders = 0..buf.len();
+        let start = buf.len();
+        buf.extend_from_within(..seeders.end - 1);
+        buf.push(b'L');
+        let leechers = start..buf.len();
+        // <tagged><ih>:n
+        let start = buf.len();
+        buf.extend_from_within(..id.start + 40);
+        buf.extend_from_slice(b":n");
+        let snatches = start..buf.len();
+        SwarmRanges {
             seeders,
             leechers,
-            snatches: format!("{}{info_hash}:n", self.tagged[b]),
+            snatches,
             id,
         }
     }

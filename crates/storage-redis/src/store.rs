@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::Script;
+use redis::{Cmd, Script};
 use tracker::bittorrent::{
     AddressFamily, AnnounceRequest, AnnounceResponse, InfoHash, Peer, Scrape, ScrapeRequest,
     ScrapeResponse,
@@ -18,7 +18,7 @@ use tracker::{
 };
 
 use crate::config::RedisConfig;
-use crate::connection::Connection;
+use crate::connection::Connections;
 use crate::gc;
 use crate::keys::{Keys, bucket};
 
@@ -87,12 +87,15 @@ impl Reply {
 }
 
 /// The script's `Reply::Peers` answer: ok, seeders, leechers, snatches,
-/// seeder sample, leecher sample.
-type PeersReply = (i64, i64, i64, i64, Vec<Vec<u8>>, Vec<Vec<u8>>);
+/// seeder sample, leecher sample (each sample its members back to back).
+type PeersReply = (i64, i64, i64, i64, Vec<u8>, Vec<u8>);
+
+/// The write script's text, for `EVAL` when Redis lacks it.
+const WRITE_LUA: &str = include_str!("write.lua");
 
 /// What the store and its background task share.
 pub(crate) struct Inner {
-    pub conn: Connection,
+    pub conns: Connections,
     pub keys: Keys,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -123,15 +126,37 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
-/// The compact form a peer is stored as.
-fn member(peer: &Peer) -> Vec<u8> {
-    let mut out = Vec::with_capacity(18);
-    match peer.ip() {
-        IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
-        IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
-    }
-    out.extend_from_slice(&peer.port.to_be_bytes());
-    out
+/// The compact form a peer is stored as (6 bytes, or 18 for IPv6), written
+/// into `buf`.
+fn member_into<'b>(peer: &Peer, buf: &'b mut [u8; 18]) -> &'b [u8] {
+    let len = match peer.ip() {
+        IpAddr::V4(ip) => {
+            buf[..4].copy_from_slice(&ip.octets());
+            4
+        }
+        IpAddr::V6(ip) => {
+            buf[..16].copy_from_slice(&ip.octets());
+            16
+        }
+    };
+    buf[len..len + 2].copy_from_slice(&peer.port.to_be_bytes());
+    &buf[..len + 2]
+}
+
+/// Up to `room` members of `list` (members of `size` bytes back to back)
+/// other than `me`, drawn at random, appended to `into`.
+fn pick<'a>(
+    rng: &mut fastrand::Rng,
+    list: &'a [u8],
+    size: usize,
+    me: &[u8],
+    room: usize,
+    into: &mut Vec<&'a [u8]>,
+) {
+    let from = into.len();
+    into.extend(list.chunks_exact(size).filter(|m| *m != me));
+    rng.shuffle(&mut into[from..]);
+    into.truncate(from + room.min(into.len() - from));
 }
 
 fn push_member(bytes: &[u8], resp: &mut AnnounceResponse) {
@@ -168,7 +193,44 @@ impl Inner {
         }
     }
 
-    /// Runs the write script.
+    /// The write script's call: `EVALSHA` (or, when Redis does not have
+    /// the script, `EVAL` with its text), its keys and arguments written
+    /// straight into the command's one buffer.
+    fn write_cmd(&self, ih: &InfoHash, peer: &Peer, op: WriteOp, reply: Reply, eval: bool) -> Cmd {
+        let mut names = Vec::with_capacity(160);
+        let at = self.keys.swarm_into(ih, peer.family(), &mut names);
+        let b = bucket(ih);
+        let totals = self.keys.bucket_totals(b);
+        let (want, reply) = reply.script_args();
+        let mut cmd = Cmd::with_capacity(17, 512);
+        if eval {
+            cmd.arg("EVAL").arg(WRITE_LUA);
+        } else {
+            cmd.arg("EVALSHA").arg(self.write.get_hash());
+        }
+        let mut member = [0u8; 18];
+        let member = member_into(peer, &mut member);
+        cmd.arg(7)
+            .arg(&names[at.seeders])
+            .arg(&names[at.leechers])
+            .arg(&names[at.snatches])
+            .arg(self.keys.swarms(b))
+            .arg(&totals[0])
+            .arg(&totals[1])
+            .arg(&totals[2])
+            .arg(member)
+            .arg(op.script_arg())
+            .arg(now_ms())
+            .arg(want)
+            .arg(&names[at.id])
+            .arg(self.snatch_ttl_ms)
+            .arg(reply);
+        cmd
+    }
+
+    /// Runs the write script: one round trip, or two when Redis did not
+    /// have the script (a restart, a promoted replica), whose `EVAL` leaves
+    /// it cached for the next calls.
     async fn run(
         &self,
         ih: &InfoHash,
@@ -176,26 +238,25 @@ impl Inner {
         op: WriteOp,
         reply: Reply,
     ) -> Result<redis::Value, StoreError> {
-        let keys = self.keys.swarm(ih, peer.family());
-        let b = bucket(ih);
-        let (want, reply) = reply.script_args();
-        let mut inv = self.write.prepare_invoke();
-        inv.key(keys.seeders)
-            .key(keys.leechers)
-            .key(keys.snatches)
-            .key(self.keys.swarms(b))
-            .key(self.keys.bucket_totals(b))
-            .arg(member(peer))
-            .arg(op.script_arg())
-            .arg(now_ms())
-            .arg(want)
-            .arg(keys.id)
-            .arg(self.snatch_ttl_ms)
-            .arg(reply);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conns.here();
         let limit = self.read_timeout.max(self.write_timeout);
-        self.bounded(limit, inv.invoke_async::<redis::Value>(&mut conn))
-            .await
+        let call = async {
+            match self
+                .write_cmd(ih, peer, op, reply, false)
+                .query_async::<redis::Value>(&mut conn)
+                .await
+            {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    self.write_cmd(ih, peer, op, reply, true)
+                        .query_async::<redis::Value>(&mut conn)
+                        .await
+                }
+                r => r,
+            }
+        };
+        self.bounded(limit, call).await
     }
 
     async fn write_only(&self, ih: &InfoHash, peer: &Peer, op: WriteOp) -> Result<(), StoreError> {
@@ -233,21 +294,19 @@ impl Inner {
         resp.complete = seeders.clamp(0, u32::MAX.into()) as u32;
         resp.incomplete = leechers.clamp(0, u32::MAX.into()) as u32;
         resp.snatches = snatches.clamp(0, u32::MAX.into()) as u32;
-        let me = member(peer);
+        // Members come back concatenated, each of the swarm's family's size.
+        let mut me = [0u8; 18];
+        let me = member_into(peer, &mut me);
+        let size = me.len();
         let mut rng = fastrand::Rng::new();
-        let mut pick = |mut list: Vec<Vec<u8>>, room: usize| -> Vec<Vec<u8>> {
-            list.retain(|m| *m != me);
-            rng.shuffle(&mut list);
-            list.truncate(room);
-            list
-        };
         let want = want as usize;
-        let seeds = pick(seeds, want);
-        let leeches = pick(leeches, want - seeds.len());
-        let mut all: Vec<Vec<u8>> = seeds.into_iter().chain(leeches).collect();
+        let mut all: Vec<&[u8]> = Vec::with_capacity(want.min(64));
+        pick(&mut rng, &seeds, size, me, want, &mut all);
+        let room = want - all.len();
+        pick(&mut rng, &leeches, size, me, room, &mut all);
         // Seeders first in what is chosen, but a random order in the reply.
         rng.shuffle(&mut all);
-        for m in &all {
+        for m in all {
             push_member(m, resp);
         }
         Ok(true)
@@ -277,7 +336,7 @@ impl Inner {
             commands.push((slot, get));
         }
         let replies = self
-            .bounded(self.read_timeout, self.conn.per_primary(commands))
+            .bounded(self.read_timeout, self.conns.here().per_primary(commands))
             .await?;
         let values: Vec<Option<i64>> = redis::from_redis_value(redis::Value::Array(replies))
             .map_err(|e| StoreError::Other(e.to_string()))?;
@@ -295,7 +354,7 @@ impl Inner {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conns.here();
         let _: String = self
             .bounded(
                 self.read_timeout,
@@ -314,13 +373,13 @@ impl RedisStore {
         let broker = config.connecting_client()?;
         let read_timeout = config.redis_read_timeout.0;
         let write_timeout = config.redis_write_timeout.0;
-        let conn = Connection::lazy(
+        let conns = Connections::new(
             broker,
             config.redis_connect_timeout.0,
             read_timeout.max(write_timeout),
         )?;
         let inner = Arc::new(Inner {
-            conn,
+            conns,
             keys: Keys::new(&config.key_prefix),
             read_timeout,
             write_timeout,
@@ -328,7 +387,7 @@ impl RedisStore {
             gc_interval: config.gc_interval.0,
             reporting_interval: config.prometheus_reporting_interval.0,
             snatch_ttl_ms: (config.peer_lifetime.0 + config.gc_interval.0).as_millis() as u64,
-            write: Script::new(include_str!("write.lua")),
+            write: Script::new(WRITE_LUA),
             gc: Script::new(include_str!("gc.lua")),
             totals: StoreTotals::default(),
             gc_durations: Histogram::default(),

@@ -72,4 +72,6 @@ if want > 0 then
   end
   if have < want then leeches = sample(L, want - have + 1, nL) end
 end
-return {ok, nS, nL, sn, seeds, leeches}
+-- Members back to back (each the swarm's family's size): one string each,
+-- which the client splits, instead of a reply element per peer.
+return {ok, nS, nL, sn, table.concat(seeds), table.concat(leeches)}
