@@ -12,7 +12,6 @@ local S, L, N, SW = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local TW, TS, TL = KEYS[5], KEYS[6], KEYS[7]
 local m, op, now, want, id = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local reply = ARGV[7]
-local existed = redis.call('EXISTS', S, L) > 0
 local ok = 1
 local ds, dl = 0, 0
 if op == 'remove' then
@@ -37,9 +36,17 @@ elseif op == 'leecher' then
   if dl == 1 then ds = -redis.call('ZREM', S, m) end
   redis.call('PEXPIRE', N, ARGV[6])
 end
-local exists = existed
-if ds ~= 0 or dl ~= 0 then
-  exists = redis.call('EXISTS', S, L) > 0
+-- The sets' sizes after the write tell whether the swarm existed before it
+-- (the sizes less what the write added or removed): no EXISTS is needed.
+local changed = ds ~= 0 or dl ~= 0
+local nS, nL = 0, 0
+if changed or reply ~= 'write' then
+  nS = redis.call('ZCARD', S)
+  nL = redis.call('ZCARD', L)
+end
+if changed then
+  local exists = nS + nL > 0
+  local existed = (nS - ds) + (nL - dl) > 0
   if exists and not existed then
     redis.call('SADD', SW, id)
     redis.call('INCR', TW)
@@ -51,9 +58,7 @@ if ds ~= 0 or dl ~= 0 then
   if dl ~= 0 then redis.call('INCRBY', TL, dl) end
 end
 if reply == 'write' then return {ok} end
-if op == 'none' and not exists then return {0} end
-local nS = redis.call('ZCARD', S)
-local nL = redis.call('ZCARD', L)
+if op == 'none' and nS + nL == 0 then return {0} end
 local sn = tonumber(redis.call('GET', N) or 0)
 -- ZRANDMEMBER's sample is not uniform when it asks for a large share of
 -- the set (it removes keys picked by a bucket-biased draw); then the whole
