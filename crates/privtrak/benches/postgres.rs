@@ -1,6 +1,6 @@
 //! The `postgres` handler's throughput and privtrak's restore from it, on a
 //! PostgreSQL started here on this machine (fsync and full page writes on,
-//! synchronous commit, 256 MB of shared buffers):
+//! synchronous commit, 1 GB of shared buffers):
 //! `cargo bench -p privtrak --bench postgres`.
 //!
 //! - Sustained deltas per second for `SECONDS` (60; `BENCH_SECONDS` to

@@ -20,7 +20,7 @@
 //! (`synchronous_commit` stays on), so an immediate stop loses no committed
 //! transaction and the next start recovers it from the WAL. Benchmarks take
 //! [`Postgres::start_durable`]: PostgreSQL's own defaults for durability
-//! (`fsync`, `full_page_writes`) and 256 MB of shared buffers, as a site's
+//! (`fsync`, `full_page_writes`) and 1 GB of shared buffers, as a site's
 //! database would run.
 
 use std::os::unix::process::CommandExt;
@@ -64,7 +64,7 @@ impl Postgres {
     }
 
     /// A cluster that syncs every commit to disk (`fsync` and
-    /// `full_page_writes` on, 256 MB of shared buffers): for benchmarks
+    /// `full_page_writes` on, 1 GB of shared buffers): for benchmarks
     /// whose figures a site's database should reproduce.
     pub fn start_durable(tag: &str) -> Postgres {
         Postgres::launch(tag, None, true)
@@ -256,7 +256,7 @@ impl Postgres {
             .args([
                 "-c",
                 if self.durable {
-                    "shared_buffers=256MB"
+                    "shared_buffers=1GB"
                 } else {
                     "shared_buffers=16MB"
                 },
