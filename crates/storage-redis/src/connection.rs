@@ -44,24 +44,32 @@ pub(crate) enum Connection {
     Cluster(ClusterConnection, SlotMap),
 }
 
-/// Where a store's calls go: one connection shared by every thread, and on
-/// one Redis a connection of its own for each thread that runs a
-/// single-threaded runtime (a UDP worker). A multiplexed connection is
+/// Where a store's calls go: one connection shared by every thread, and a
+/// connection of its own (to one Redis, or a cluster client of its own) for
+/// each thread that runs a single-threaded runtime (a UDP worker). A multiplexed connection is
 /// driven by a task on the runtime that made it; a worker calling through
 /// the shared one would hand every command to another thread and be woken
 /// from it for every reply. Its own connection keeps the command, the socket
 /// and the reply on the worker's thread: no wake-up crosses threads.
 pub(crate) struct Connections {
     shared: Connection,
-    /// What a thread's own connection is made from (one Redis only: a
-    /// cluster client keeps a connection per node, so each thread keeps to
-    /// the shared one).
-    own: Option<(redis::Client, Duration, Duration)>,
+    /// What a thread's own connection is made from: the broker's client (a
+    /// cluster's keeps a connection per node of its own, with its own slot
+    /// map) and the timeouts.
+    own: (OwnClient, Duration, Duration),
     /// Tells this store's connections apart from another's (a reload makes
     /// a new store) in a thread's list.
     id: u64,
     /// A thread drops its connection of a store that is gone.
     alive: Arc<()>,
+}
+
+// Made once per store: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum OwnClient {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
 }
 
 thread_local! {
@@ -73,8 +81,8 @@ impl Connections {
     pub fn new(broker: Broker, connect: Duration, response: Duration) -> Result<Self, ConfigError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let own = match &broker {
-            Broker::Single(client) => Some((client.clone(), connect, response)),
-            Broker::Cluster(_) => None,
+            Broker::Single(client) => (OwnClient::Single(client.clone()), connect, response),
+            Broker::Cluster(client) => (OwnClient::Cluster(client.clone()), connect, response),
         };
         Ok(Connections {
             shared: Connection::lazy(broker, connect, response)?,
@@ -95,9 +103,7 @@ impl Connections {
     /// and its task runs on this runtime) on the first call, else the
     /// shared one.
     pub fn here(&self) -> Connection {
-        let Some((client, connect, response)) = &self.own else {
-            return self.shared.clone();
-        };
+        let (client, connect, response) = &self.own;
         let single_threaded = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         if !single_threaded {
@@ -110,7 +116,11 @@ impl Connections {
             }
             // Connections of stores that are gone close as they drop here.
             own.retain(|(_, alive, _)| alive.strong_count() > 0);
-            match Connection::lazy(Broker::Single(client.clone()), *connect, *response) {
+            let broker = match client.clone() {
+                OwnClient::Single(c) => Broker::Single(c),
+                OwnClient::Cluster(c) => Broker::Cluster(c),
+            };
+            match Connection::lazy(broker, *connect, *response) {
                 Ok(conn) => {
                     own.push((self.id, Arc::downgrade(&self.alive), conn.clone()));
                     conn
