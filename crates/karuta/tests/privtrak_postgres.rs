@@ -1,8 +1,8 @@
 //! privtrak's PostgreSQL handler in the real karuta binary, against a real
 //! PostgreSQL started here, compared with simulated clients whose counters
-//! are known: totals in `karuta.transfers` are exact through SIGKILLs at
-//! random moments, through the database stopped for 30 s under load (and
-//! `/health` says so), and a SIGTERM under load; a libtorrent private swarm
+//! are known: totals in `karuta.transfers` are exact through SIGKILLs and
+//! SIGTERMs at random moments under load, and through the database stopped
+//! for 30 s under load (and `/health` says so); a libtorrent private swarm
 //! is credited what it transferred, with its snatches.
 
 #[path = "clients/harness.rs"]
@@ -98,12 +98,16 @@ fn db_totals(pg: &Postgres) -> Totals {
     t
 }
 
+/// Restarts at random moments while the clients announce on, alternately a
+/// SIGKILL (a crash) and a SIGTERM (a graceful stop under load, which must
+/// exit 0 having handed over what it could), then a last SIGTERM.
 #[test]
-fn transfers_are_exact_through_sigkills_at_random_moments() {
+fn transfers_are_exact_through_sigkills_and_sigterms_at_random_moments() {
     let s = setup("pg-kill");
     let mut clients = clients();
     let k = std::sync::Mutex::new(Some(Karuta::start(&s.config)));
     let mut kills = 0;
+    let mut terms = 0;
     let truth = drive(
         &mut clients,
         s.tracker,
@@ -112,24 +116,34 @@ fn transfers_are_exact_through_sigkills_at_random_moments() {
         |_| {
             let mut slot = k.lock().unwrap();
             if let Some(mut old) = slot.take() {
-                old.signal(libc::SIGKILL);
-                old.wait_exit(Duration::from_secs(5));
+                if (kills + terms) % 2 == 0 {
+                    old.signal(libc::SIGKILL);
+                    old.wait_exit(Duration::from_secs(5));
+                    kills += 1;
+                } else {
+                    old.signal(libc::SIGTERM);
+                    let (code, _) = old.wait_exit(Duration::from_secs(30));
+                    assert_eq!(code, Some(0), "a SIGTERM under load: {}", old.log());
+                    terms += 1;
+                }
             }
             *slot = Some(Karuta::start(&s.config));
-            kills += 1;
         },
         |rng| Duration::from_millis(rng.u64(300..1500)),
     );
     let mut k = k.into_inner().unwrap().unwrap();
     // SIGTERM under load's aftermath: everything pending goes to the database.
     assert_eq!(k.stop(), Some(0), "{}", k.log());
-    assert!(kills >= 4, "only {kills} kills");
+    assert!(
+        kills >= 2 && terms >= 2,
+        "only {kills} kills and {terms} stops"
+    );
     let answered: u64 = clients.iter().map(|c| c.answered).sum();
     assert!(answered > 500, "{answered} announces answered");
     assert_eq!(
         db_totals(&s.pg),
         truth,
-        "{kills} kills, {answered} answered"
+        "{kills} kills, {terms} stops, {answered} answered"
     );
     // Every batch id once, positions never overlapping.
     let overlaps = s.pg.psql(
