@@ -18,12 +18,9 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::http;
 use crate::population::{Population, Proto, Shape};
@@ -33,11 +30,17 @@ use crate::udp::{self, Pending};
 /// How many distinct error texts are kept per protocol; the rest are counted
 /// under one line.
 const MAX_ERROR_TEXTS: usize = 100;
-/// How often the open loop looks at its schedule. Tokio's timer counts whole
-/// milliseconds, which would hold requests back up to 1 ms past their due
-/// time (and add that to their latency); a thread of its own sleeping this
-/// long at a time (plus the kernel's timer slack) wakes the schedule instead.
-const SCHEDULE_TICK: Duration = Duration::from_micros(100);
+/// How often the open loop sends what fell due since its last tick, unless
+/// `soak run --tick` says otherwise. A request waits for the tick after its
+/// due time (Tokio's timer counts whole milliseconds, so up to about 2 ms,
+/// 1 ms on average) and its latency, which counts from its due time,
+/// includes the wait. Finer ticks cost the driver more than the precision is
+/// worth: every tick wakes it, and every burst smaller than karuta can take
+/// at once wakes karuta once per request, each wake-up an inter-processor
+/// interrupt (dear in a virtual machine) paid on the driver's core. 100 µs
+/// ticks, on a thread of their own, kept the driver from holding 0.8 of the
+/// calibrated rate.
+pub const TICK: Duration = Duration::from_millis(1);
 
 /// What the load is made of.
 #[derive(Clone, Debug)]
@@ -52,7 +55,7 @@ pub struct Mix {
 #[derive(Clone, Debug)]
 pub struct Target {
     pub udp: SocketAddr,
-    pub http: http_client::Url,
+    pub http: SocketAddr,
     pub timeout: Duration,
 }
 
@@ -65,7 +68,12 @@ pub struct Engine {
     pub population: RefCell<Population>,
     pub stats: RefCell<Stats>,
     udp: Vec<udp::Client>,
-    http: http_client::Client,
+    /// The `Host` of HTTP requests.
+    host: String,
+    /// Where each HTTP request is built before it is sent.
+    request: RefCell<Vec<u8>>,
+    /// Reply buffers of the HTTP requests that ended, for the next ones.
+    buffers: RefCell<Vec<Vec<u8>>>,
     http_in_flight: Cell<usize>,
     /// The most HTTP requests in flight at once: each holds a file
     /// descriptor, and the driver has a limited number.
@@ -89,10 +97,6 @@ impl Engine {
         let udp = (0..shape.udp_sockets.max(1))
             .map(|_| udp::Client::bind(target.udp, rng.u32(..)))
             .collect::<std::io::Result<Vec<_>>>()?;
-        let http = http_client::Client::builder()
-            .timeout(target.timeout)
-            .max_body(http::MAX_REPLY)
-            .build()?;
         let start = Instant::now();
         Ok(Engine {
             start: Cell::new(start),
@@ -100,7 +104,9 @@ impl Engine {
             population: RefCell::new(Population::new(shape, rng.u64(..))),
             stats: RefCell::new(Stats::new(start, period)),
             udp,
-            http,
+            host: target.http.to_string(),
+            request: RefCell::new(Vec::with_capacity(512)),
+            buffers: RefCell::new(Vec::new()),
             http_in_flight: Cell::new(0),
             http_cap: http_cap(),
             permits: closed_loop.map(Semaphore::new),
@@ -140,15 +146,18 @@ impl Engine {
     }
 
     /// Requests `rate` per second for `duration` from [`Engine::begin`],
-    /// each due at its place in the schedule.
-    pub async fn open_loop(self: &Rc<Self>, rate: f64, duration: Duration) {
+    /// each due at its place in the schedule: every `tick`, all that fell
+    /// due since the last one go out at once.
+    pub async fn open_loop(self: &Rc<Self>, rate: f64, duration: Duration, tick: Duration) {
         let start = self.start.get();
         let total = (rate * duration.as_secs_f64()) as u64;
         let mut chooser = Chooser::new(self.mix.http_share);
         let mut issued = 0u64;
-        let ticker = Ticker::start(SCHEDULE_TICK);
+        let mut ticks = tokio::time::interval_at(start.into(), tick);
+        // Behind, it sends all that is due at once anyway.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while issued < total {
-            ticker.tick().await;
+            ticks.tick().await;
             let elapsed = start.elapsed().as_secs_f64();
             let due = ((elapsed * rate) as u64).min(total);
             while issued < due {
@@ -228,23 +237,53 @@ impl Engine {
                     self.ended(proto, scheduled, Outcome::Error(e), permit);
                     return;
                 }
-                let (target, kind) = if let Some(n) = scrape {
+                let mut request = self.request.borrow_mut();
+                let kind = if let Some(n) = scrape {
                     let hashes = self.population.borrow_mut().scrape_hashes(n);
-                    (http::scrape_target(&hashes), http::Kind::Scrape)
+                    http::request(&mut request, &self.host, |o| {
+                        http::scrape_target(o, &hashes);
+                    });
+                    http::Kind::Scrape
                 } else {
                     let a = self.population.borrow_mut().next_announce(Proto::Http, now);
-                    (http::announce_target(&a), http::Kind::Announce)
+                    http::request(&mut request, &self.host, |o| http::announce_target(o, &a));
+                    http::Kind::Announce
+                };
+                let sent = http::send(self.target.http, &request);
+                // What the first send(2) did not take (nearly always nothing).
+                let rest = match &sent {
+                    Ok(s) if s.written < request.len() => request.clone(),
+                    _ => Vec::new(),
+                };
+                drop(request);
+                let sent = match sent {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        let e = format!("HTTP {}: {e}", kind.name());
+                        self.ended(proto, scheduled, Outcome::Error(e), permit);
+                        return;
+                    }
                 };
                 self.http_in_flight.set(self.http_in_flight.get() + 1);
                 let engine = Rc::clone(self);
                 tokio::task::spawn_local(async move {
-                    let outcome = match engine.target.http.with_path_and_query(&target) {
-                        Ok(url) => match engine.http.get(&url).await {
-                            Ok(reply) => http::check(kind, &reply),
-                            Err(e) => Outcome::Error(e.to_string()),
-                        },
-                        Err(e) => Outcome::Error(format!("driver: {e}")),
+                    let mut reply = engine.buffers.borrow_mut().pop().unwrap_or_default();
+                    let timeout = engine.target.timeout;
+                    let exchange = http::receive(sent, &rest, &mut reply);
+                    let outcome = match tokio::time::timeout(timeout, exchange).await {
+                        Ok(Ok(())) => http::outcome(kind, &reply),
+                        Ok(Err(e)) => Outcome::Error(format!("HTTP {}: {e}", kind.name())),
+                        Err(_) => Outcome::Error(format!(
+                            "HTTP {}: no reply within {}",
+                            kind.name(),
+                            tracker::config::format_duration(timeout)
+                        )),
                     };
+                    let mut buffers = engine.buffers.borrow_mut();
+                    if buffers.len() < 1024 {
+                        buffers.push(reply);
+                    }
+                    drop(buffers);
                     engine.http_in_flight.set(engine.http_in_flight.get() - 1);
                     engine.ended(Proto::Http, scheduled, outcome, permit);
                 });
@@ -308,49 +347,6 @@ impl Engine {
     /// Requests sent and not yet answered or timed out.
     pub fn in_flight(&self) -> usize {
         self.http_in_flight.get() + self.udp.iter().map(udp::Client::in_flight).sum::<usize>()
-    }
-}
-
-/// A thread waking the open loop every `every`; stopped when dropped.
-struct Ticker {
-    notify: Arc<Notify>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(every: Duration) -> Ticker {
-        let notify = Arc::new(Notify::new());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (n, s) = (Arc::clone(&notify), Arc::clone(&stop));
-        let thread = std::thread::Builder::new()
-            .name("soak-ticker".into())
-            .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(every);
-                    n.notify_one();
-                }
-            })
-            .expect("spawning the schedule's ticker thread");
-        Ticker {
-            notify,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The next tick (at once when one came since the last call).
-    async fn tick(&self) {
-        self.notify.notified().await;
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The tracker under test, seen from outside: its resident memory
-//! (`/proc/PID/status`) and CPU time (`/proc/PID/stat`), the peers its store
-//! holds (`/metrics`), its configuration reloads (SIGUSR1 through kill(1),
-//! and the log lines that confirm them); and what the kernel dropped for
-//! full queues, which tells a tracker that could not keep up (or did not get
-//! its core) from one that lost requests.
+//! (`/proc/PID/status`) and CPU time (`/proc/PID/stat`, read the same way
+//! for the driver's own), the peers its store holds (`/metrics`), its
+//! configuration reloads (SIGUSR1 through kill(1), and the log lines that
+//! confirm them); and what the kernel dropped for full queues, which tells a
+//! tracker that could not keep up (or did not get its core) from one that
+//! lost requests.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -51,13 +52,7 @@ impl Karuta {
     /// User plus system CPU time of all its threads, in clock ticks
     /// (`USER_HZ`, 100 a second on Linux); `None` once the process is gone.
     pub fn cpu_ticks(&self) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // After the command's closing parenthesis: field 3 (state) onwards;
-        // utime and stime are fields 14 and 15.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some(utime + stime)
+        cpu_ticks(&self.pid.to_string())
     }
 
     /// Sends SIGUSR1: karuta re-reads its configuration file.
@@ -99,6 +94,18 @@ impl Karuta {
             failed: log.matches("configuration reload failed").count() as u64,
         }
     }
+}
+
+/// User plus system CPU time of all the threads of process `pid` (a number,
+/// or `self`), in clock ticks; `None` when there is no such process.
+pub fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: field 3 (state) onwards;
+    // utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Clock ticks per second in `/proc/PID/stat` (Linux's fixed `USER_HZ`).

@@ -12,7 +12,9 @@
 //! `run` sends `--rate` requests per second on a fixed schedule for
 //! `--minutes`, sends karuta a SIGUSR1 every `--reload-every`, prints a line
 //! per minute, then a summary and the verdict (`report`); it exits 0 when
-//! the verdict passes, 1 when it fails, 2 when the soak could not run.
+//! the verdict passes, 1 when it fails, 2 when the soak could not run, the
+//! driver's falling behind its schedule included (the verdict is then not
+//! valid).
 //!
 //! Both mix UDP and HTTP (`--http-share` of the requests over HTTP) and
 //! announces with scrapes (`--scrape-share`), from simulated peers that join,
@@ -42,7 +44,7 @@ use tracker::config::{format_duration, parse_duration};
 use engine::{Engine, Mix, Target};
 use karuta::Karuta;
 use population::{Proto, Shape};
-use report::{MinuteSample, Run, group};
+use report::{MinuteSample, Run, Verdict, group};
 use stats::Stats;
 
 #[derive(Debug, Parser)]
@@ -70,6 +72,10 @@ enum Mode {
         /// Simulated peers.
         #[arg(long, default_value_t = 100_000)]
         peers: usize,
+        /// karuta's process id, to print the share of its core it used (and
+        /// so whether it or the driver was the limit).
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Open loop: `--rate` requests per second on a fixed schedule for
     /// `--minutes`, a line per minute, a summary and the verdict.
@@ -102,6 +108,11 @@ enum Mode {
         peer_lifetime: Duration,
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         gc_interval: Duration,
+        /// How often the schedule sends what fell due since its last tick
+        /// (default: `engine::TICK`, 1 ms; at least 1 ms, Tokio's timer
+        /// counting whole milliseconds).
+        #[arg(long, value_parser = parse_duration)]
+        tick: Option<Duration>,
     },
 }
 
@@ -136,7 +147,7 @@ impl LoadArgs {
     fn target(&self) -> anyhow::Result<Target> {
         Ok(Target {
             udp: self.udp,
-            http: http_client::Url::parse(&format!("http://{}/", self.http))?,
+            http: self.http,
             timeout: self.timeout,
         })
     }
@@ -174,7 +185,8 @@ fn main() -> ExitCode {
                 duration,
                 in_flight,
                 peers,
-            } => calibrate(&load, duration, in_flight, peers).await,
+                pid,
+            } => calibrate(&load, duration, in_flight, peers, pid).await,
             Mode::Run {
                 load,
                 rate,
@@ -186,6 +198,7 @@ fn main() -> ExitCode {
                 peer_interval,
                 peer_lifetime,
                 gc_interval,
+                tick,
             } => {
                 let karuta = Karuta::new(pid, &metrics, log)?;
                 let soak = Soak {
@@ -195,6 +208,7 @@ fn main() -> ExitCode {
                     peer_interval,
                     peer_lifetime,
                     gc_interval,
+                    tick: tick.unwrap_or(engine::TICK).max(Duration::from_millis(1)),
                 };
                 soak.run(&load, &karuta).await
             }
@@ -207,6 +221,11 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The driver's own CPU time, in clock ticks.
+fn driver_cpu() -> u64 {
+    karuta::cpu_ticks("self").unwrap_or_default()
 }
 
 /// Waits (at most `limit`) for the requests in flight, then declares what is
@@ -224,6 +243,7 @@ async fn calibrate(
     duration: Duration,
     in_flight: usize,
     peers: usize,
+    pid: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
     let engine = Rc::new(Engine::new(
         load.target()?,
@@ -233,14 +253,23 @@ async fn calibrate(
         Some(in_flight.max(1)),
     )?);
     engine.start_tasks().await?;
-    let start = engine.begin();
-    engine.closed_loop(start + duration).await;
-    drain(&engine, load.timeout * 2).await;
-
     // The first quarter (at most 5 s) warms up: connections, swarms.
     let secs = duration.as_secs().max(2) as usize;
     let warm = (secs / 4).clamp(1, 5);
     let counted = (secs - warm) as f64;
+    let start = engine.begin();
+    // CPU time of karuta and of the driver over the counted seconds.
+    let ticks = || {
+        let karuta = pid.and_then(|p| karuta::cpu_ticks(&p.to_string()));
+        (karuta, driver_cpu())
+    };
+    let (_, before) = tokio::join!(engine.closed_loop(start + duration), async {
+        tokio::time::sleep_until((start + Duration::from_secs(warm as u64)).into()).await;
+        ticks()
+    });
+    let after = ticks();
+    drain(&engine, load.timeout * 2).await;
+
     let stats = engine.stats.borrow();
     let total = stats.total(warm..secs);
     println!(
@@ -265,6 +294,24 @@ async fn calibrate(
             println!("        {} x {text}", group(*n));
         }
     }
+    let share = |a: u64, b: u64| {
+        let ticks = b.saturating_sub(a) as f64;
+        ticks / karuta::TICKS_PER_SECOND as f64 / counted * 100.0
+    };
+    let driver = share(before.1, after.1);
+    if let (Some(a), Some(b)) = (before.0, after.0) {
+        let karuta = share(a, b);
+        println!(
+            "  CPU: karuta {karuta:.0} % of its core, the driver {driver:.0} % of its own (the busier, and so the limit: {})",
+            if karuta >= driver {
+                "karuta"
+            } else {
+                "the driver"
+            }
+        );
+    } else {
+        println!("  CPU: the driver {driver:.0} % of its core");
+    }
     println!("capacity: {capacity:.0} requests/s");
     Ok(ExitCode::SUCCESS)
 }
@@ -277,6 +324,7 @@ struct Soak {
     peer_interval: Duration,
     peer_lifetime: Duration,
     gc_interval: Duration,
+    tick: Duration,
 }
 
 /// What is seen of karuta while the soak runs.
@@ -284,6 +332,7 @@ struct Soak {
 struct Observed {
     rss: Vec<(Duration, u64)>,
     cpu: Vec<(Duration, u64)>,
+    driver_cpu: Vec<(Duration, u64)>,
     samples: Vec<MinuteSample>,
     reloads: Vec<Duration>,
 }
@@ -320,11 +369,12 @@ impl Soak {
             load.vanish * 100.0,
         );
         println!(
-            "karuta pid {}: peer_lifetime {}, gc_interval {}, SIGUSR1 every {}; latency from each request's scheduled time, timeout {}",
+            "karuta pid {}: peer_lifetime {}, gc_interval {}, SIGUSR1 every {}; requests sent in ticks of {}, latency from each request's scheduled time, timeout {}",
             karuta.pid,
             format_duration(self.peer_lifetime),
             format_duration(self.gc_interval),
             format_duration(self.reload_every),
+            format_duration(self.tick),
             format_duration(load.timeout),
         );
         println!("{}", report::HEADER);
@@ -332,12 +382,13 @@ impl Soak {
         let start = engine.begin();
         let duration = Duration::from_secs(self.minutes as u64 * 60);
         let schedule = Rc::clone(&engine);
-        let rate = self.rate;
-        tokio::task::spawn_local(async move { schedule.open_loop(rate, duration).await });
+        let (rate, tick) = (self.rate, self.tick);
+        tokio::task::spawn_local(async move { schedule.open_loop(rate, duration, tick).await });
         let cpu_at_start = karuta.cpu_ticks().unwrap_or_default();
         let drops_at_start = karuta::KernelDrops::read();
         let observed = RefCell::new(Observed {
             cpu: vec![(Duration::ZERO, cpu_at_start)],
+            driver_cpu: vec![(Duration::ZERO, driver_cpu())],
             ..Observed::default()
         });
         self.watch(&engine, karuta, start, &observed).await?;
@@ -357,12 +408,12 @@ impl Soak {
         // The last minute, now that its last requests have ended.
         println!("{}", run.line(self.minutes - 1));
         let mut summary = String::new();
-        let pass = run.summary(&mut summary);
+        let verdict = run.summary(&mut summary);
         print!("\n{summary}");
-        Ok(if pass {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
+        Ok(match verdict {
+            Verdict::Pass => ExitCode::SUCCESS,
+            Verdict::Fail => ExitCode::from(1),
+            Verdict::NotValid => ExitCode::from(2),
         })
     }
 
@@ -373,6 +424,7 @@ impl Soak {
             stats,
             rss: &o.rss,
             cpu: &o.cpu,
+            driver_cpu: &o.driver_cpu,
             samples: &o.samples,
             reloads_sent: &o.reloads,
             reloads_logged: (0, 0),
@@ -413,6 +465,7 @@ impl Soak {
             let ticks = karuta.cpu_ticks().with_context(gone)?;
             observed.borrow_mut().rss.push((t, kib));
             observed.borrow_mut().cpu.push((t, ticks));
+            observed.borrow_mut().driver_cpu.push((t, driver_cpu()));
             if !self.reload_every.is_zero() && t >= next_reload && t < end {
                 karuta.reload()?;
                 observed.borrow_mut().reloads.push(t);

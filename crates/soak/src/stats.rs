@@ -115,6 +115,8 @@ pub struct Period {
     pub proto: [Counts; 2],
     /// The most the driver sent behind schedule.
     pub lag: Duration,
+    /// When (since the start) the request sent `lag` late was due.
+    pub lag_at: Duration,
 }
 
 /// How a request ended.
@@ -153,9 +155,13 @@ impl Stats {
 
     /// A request scheduled at `scheduled` went out at `sent`.
     pub fn sent(&mut self, proto: Proto, scheduled: Instant, sent: Instant) {
+        let at = scheduled.saturating_duration_since(self.start);
         let p = self.period_of(scheduled);
         p.proto[proto.index()].sent += 1;
-        p.lag = p.lag.max(sent.saturating_duration_since(scheduled));
+        let lag = sent.saturating_duration_since(scheduled);
+        if lag > p.lag {
+            (p.lag, p.lag_at) = (lag, at);
+        }
     }
 
     /// The request scheduled at `scheduled` ended at `now`.
@@ -182,7 +188,9 @@ impl Stats {
             for proto in Proto::ALL {
                 sum.proto[proto.index()].add(&p.proto[proto.index()]);
             }
-            sum.lag = sum.lag.max(p.lag);
+            if p.lag > sum.lag {
+                (sum.lag, sum.lag_at) = (p.lag, p.lag_at);
+            }
         }
         sum
     }
@@ -243,6 +251,7 @@ mod tests {
         assert_eq!((p.proto[0].sent, p.proto[0].answered), (1, 1));
         assert_eq!((p.proto[1].sent, p.proto[1].errors), (1, 1));
         assert_eq!(p.lag, Duration::from_millis(3));
+        assert_eq!(p.lag_at, Duration::from_secs(59));
         assert_eq!(s.errors[1]["timeout"], 1);
     }
 }
