@@ -25,5 +25,5 @@ pub use params::{Params, percent_encode};
 pub use request::{AnnounceRequest, ScrapeRequest};
 pub use response::{AnnounceResponse, Scrape, ScrapeResponse};
 pub use types::{
-    AddressFamily, ClientId, Event, InfoHash, ParseHexError, Peer, PeerId, canonical_ip,
+    AddressFamily, ClientId, Event, InfoHash, ParseHexError, Peer, PeerId, canonical_ip, push_hex,
 };

@@ -24,6 +24,16 @@ pub struct ClientId(pub [u8; 6]);
 #[error("expected 40 hexadecimal characters, got {0:?}")]
 pub struct ParseHexError(pub String);
 
+/// Appends `bytes` as lower-case hex (as an info hash displays), without
+/// formatting machinery: for hot paths that name things by their hex.
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
+
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     for b in bytes {
         write!(f, "{b:02x}")?;

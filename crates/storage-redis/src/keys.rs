@@ -17,7 +17,7 @@
 //! of an even share of the buckets), more would make that read larger for
 //! no gain.
 
-use tracker::bittorrent::{AddressFamily, InfoHash};
+use tracker::bittorrent::{AddressFamily, InfoHash, push_hex};
 
 /// How many buckets the swarms of one `key_prefix` are spread over. Part of
 /// the data layout: instances that disagree on it do not see each other's
@@ -68,15 +68,6 @@ pub(crate) struct SwarmRanges {
     pub leechers: std::ops::Range<usize>,
     pub snatches: std::ops::Range<usize>,
     pub id: std::ops::Range<usize>,
-}
-
-/// Lower-case hex, as an info hash displays.
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
-    }
 }
 
 impl Keys {

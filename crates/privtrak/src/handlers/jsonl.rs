@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use tracker::ConfigError;
 
+use bittorrent::push_hex;
+
 use crate::delta::Delta;
 use crate::handler::{Batch, BatchId, DeltaHandler, HandlerError, HandlerFuture};
 use crate::journal::JournalId;
@@ -130,15 +132,6 @@ fn state_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".state");
     PathBuf::from(name)
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
-    }
 }
 
 /// RFC 3339 in UTC with milliseconds, from unix milliseconds.
