@@ -39,8 +39,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use bittorrent::{InfoHash, PeerId};
+use database::tokio_postgres::Statement;
 use database::tokio_postgres::types::ToSql;
 use database::{Database, PgOptions};
+use futures_util::future::{try_join, try_join3};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 use tracker::ConfigError;
@@ -109,6 +111,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 pub struct PostgresHandler {
     db: Database,
+    sql: Sql,
     create_schema: bool,
     /// Set once the migrations have run (at build, or at the first call that
     /// reaches the database when it was down at start).
@@ -193,12 +196,80 @@ fn sum<'a>(
     (transfers, peers)
 }
 
+/// The statements a batch is applied with (`{schema}` replaced at open).
+struct Sql {
+    lock: String,
+    positions: String,
+    transfers: String,
+    gone: String,
+    peers: String,
+    record: String,
+}
+
+impl Sql {
+    fn new(db: &Database) -> Sql {
+        Sql {
+            lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, p))
+                   FROM unnest($2::int2[]) WITH ORDINALITY AS u(p, n) ORDER BY n"
+                .to_owned(),
+            positions: db.sql(
+                "SELECT p, (SELECT coalesce(max(last_seq), 0) FROM {schema}.batches
+                            WHERE journal = $1 AND part = p)
+                 FROM unnest($2::int2[]) AS u(p)",
+            ),
+            transfers: db.sql(
+                "INSERT INTO {schema}.transfers AS t
+         (user_key, info_hash, uploaded, downloaded, seed_seconds, leech_seconds,
+          snatched_at, announces, first_announce, last_announce, user_id,
+          credited_uploaded, credited_downloaded)
+     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[],
+                          $6::int8[], $7::timestamptz[], $8::int8[], $9::timestamptz[],
+                          $10::timestamptz[], $11::int8[], $12::int8[], $13::int8[])
+     ON CONFLICT (user_key, info_hash) DO UPDATE SET
+         uploaded = t.uploaded + EXCLUDED.uploaded,
+         downloaded = t.downloaded + EXCLUDED.downloaded,
+         credited_uploaded = t.credited_uploaded + EXCLUDED.credited_uploaded,
+         credited_downloaded = t.credited_downloaded + EXCLUDED.credited_downloaded,
+         user_id = coalesce(EXCLUDED.user_id, t.user_id),
+         seed_seconds = t.seed_seconds + EXCLUDED.seed_seconds,
+         leech_seconds = t.leech_seconds + EXCLUDED.leech_seconds,
+         snatched_at = coalesce(t.snatched_at, EXCLUDED.snatched_at),
+         announces = t.announces + EXCLUDED.announces,
+         first_announce = least(t.first_announce, EXCLUDED.first_announce),
+         last_announce = greatest(t.last_announce, EXCLUDED.last_announce)",
+            ),
+            gone: db.sql(
+                "DELETE FROM {schema}.peers AS p
+     USING unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS g(user_key, info_hash, peer_id)
+     WHERE p.user_key = g.user_key AND p.info_hash = g.info_hash AND p.peer_id = g.peer_id",
+            ),
+            peers: db.sql(
+                "INSERT INTO {schema}.peers AS p
+         (user_key, info_hash, peer_id, uploaded, downloaded, bytes_left, ip, port,
+          seeding, last_announce)
+     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[],
+                          $6::int8[], $7::inet[], $8::int4[], $9::bool[],
+                          $10::timestamptz[])
+     ON CONFLICT (user_key, info_hash, peer_id) DO UPDATE SET
+         uploaded = EXCLUDED.uploaded, downloaded = EXCLUDED.downloaded,
+         bytes_left = EXCLUDED.bytes_left, ip = EXCLUDED.ip, port = EXCLUDED.port,
+         seeding = EXCLUDED.seeding, last_announce = EXCLUDED.last_announce",
+            ),
+            record: db.sql(
+                "INSERT INTO {schema}.batches (journal, part, first_seq, last_seq, deltas)
+                 SELECT $1, p, f, $4, d FROM unnest($2::int2[], $3::int8[], $5::int4[]) AS u(p, f, d)",
+            ),
+        }
+    }
+}
+
 impl PostgresHandler {
     /// Builds the pool and, unless `start_without_database`, checks the
     /// database answers and runs the migrations (errors name `url`).
     pub async fn open(config: &PostgresConfig) -> Result<Self, ConfigError> {
         let db = Database::new(&config.database)?;
         let handler = PostgresHandler {
+            sql: Sql::new(&db),
             db,
             create_schema: config.database.create_schema,
             schema: OnceCell::new(),
@@ -276,32 +347,29 @@ impl PostgresHandler {
         group: Vec<(i16, &[&Delta])>,
     ) -> Result<bool, HandlerError> {
         let db = &self.db;
+        let sql = &self.sql;
         let mut client = db.client().await.map_err(HandlerError::new)?;
         let tx = client.transaction().await.map_err(|e| err(db, &e))?;
         let journal = batch.id.journal.to_string();
         let part_ids: Vec<i16> = group.iter().map(|(p, _)| *p).collect();
-        // One writer per part of a journal at a time (a second process on
-        // one journal would be a mistake; this keeps it from counting
-        // twice). Taken in the order of the parts: two writers cannot
-        // deadlock on them.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, p))
-             FROM unnest($2::int2[]) WITH ORDINALITY AS u(p, n) ORDER BY n",
-            &[&journal, &part_ids],
+        // Statements are prepared once per connection; the ones below go
+        // out together (one round trip), and PostgreSQL runs them in order.
+        let (lock, position) = try_join(
+            tx.prepare_cached(&sql.lock),
+            tx.prepare_cached(&sql.positions),
         )
         .await
         .map_err(|e| err(db, &e))?;
-        let positions = tx
-            .query(
-                &db.sql(
-                    "SELECT p, (SELECT coalesce(max(last_seq), 0) FROM {schema}.batches
-                                WHERE journal = $1 AND part = p)
-                     FROM unnest($2::int2[]) AS u(p)",
-                ),
-                &[&journal, &part_ids],
-            )
-            .await
-            .map_err(|e| err(db, &e))?;
+        // One writer per part of a journal at a time (a second process on
+        // one journal would be a mistake; this keeps it from counting
+        // twice). Taken in the order of the parts: two writers cannot
+        // deadlock on them. The positions are read once the locks are held.
+        let (_, positions) = try_join(
+            tx.execute(&lock, &[&journal, &part_ids]),
+            tx.query(&position, &[&journal, &part_ids]),
+        )
+        .await
+        .map_err(|e| err(db, &e))?;
         let applied = |part: i16| -> u64 {
             positions
                 .iter()
@@ -329,23 +397,23 @@ impl PostgresHandler {
         }
         let (transfers, peers) = sum(todo.iter().copied());
         let result = async {
-            self.write_transfers(&tx, &transfers).await?;
-            self.write_peers(&tx, &peers).await?;
-            tx.execute(
-                &db.sql(
-                    "INSERT INTO {schema}.batches (journal, part, first_seq, last_seq, deltas)
-                     SELECT $1, p, f, $4, d FROM unnest($2::int2[], $3::int8[], $5::int4[]) AS u(p, f, d)",
+            let [upsert, gone, baselines, record] = self.statements(&tx).await?;
+            try_join3(
+                self.write_transfers(&tx, &upsert, &transfers),
+                self.write_peers(&tx, &gone, &baselines, &peers),
+                tx.execute(
+                    &record,
+                    &[
+                        &journal,
+                        &rec_parts,
+                        &rec_first,
+                        &i64_of(batch.id.last),
+                        &rec_deltas,
+                    ],
                 ),
-                &[
-                    &journal,
-                    &rec_parts,
-                    &rec_first,
-                    &i64_of(batch.id.last),
-                    &rec_deltas,
-                ],
             )
-            .await?;
-            Ok::<(), database::tokio_postgres::Error>(())
+            .await
+            .map(|_| ())
         }
         .await;
         match result {
@@ -360,9 +428,27 @@ impl PostgresHandler {
         }
     }
 
+    /// The statements that write a batch, prepared on this connection
+    /// (the first time: at once, in one round trip).
+    async fn statements(
+        &self,
+        tx: &database::deadpool_postgres::Transaction<'_>,
+    ) -> Result<[Statement; 4], database::tokio_postgres::Error> {
+        let sql = &self.sql;
+        let (a, b, c, d) = futures_util::future::try_join4(
+            tx.prepare_cached(&sql.transfers),
+            tx.prepare_cached(&sql.gone),
+            tx.prepare_cached(&sql.peers),
+            tx.prepare_cached(&sql.record),
+        )
+        .await?;
+        Ok([a, b, c, d])
+    }
+
     async fn write_transfers(
         &self,
         tx: &database::deadpool_postgres::Transaction<'_>,
+        upsert: &Statement,
         transfers: &BTreeMap<TransferKey, Transfer>,
     ) -> Result<(), database::tokio_postgres::Error> {
         if transfers.is_empty() {
@@ -406,37 +492,15 @@ impl PostgresHandler {
             &users, &hashes, &up, &down, &seed, &leech, &snatched, &ann, &first, &last, &site,
             &cup, &cdown,
         ];
-        tx.execute(
-            &self.db.sql(
-                "INSERT INTO {schema}.transfers AS t
-                     (user_key, info_hash, uploaded, downloaded, seed_seconds, leech_seconds,
-                      snatched_at, announces, first_announce, last_announce, user_id,
-                      credited_uploaded, credited_downloaded)
-                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[],
-                                      $6::int8[], $7::timestamptz[], $8::int8[], $9::timestamptz[],
-                                      $10::timestamptz[], $11::int8[], $12::int8[], $13::int8[])
-                 ON CONFLICT (user_key, info_hash) DO UPDATE SET
-                     uploaded = t.uploaded + EXCLUDED.uploaded,
-                     downloaded = t.downloaded + EXCLUDED.downloaded,
-                     credited_uploaded = t.credited_uploaded + EXCLUDED.credited_uploaded,
-                     credited_downloaded = t.credited_downloaded + EXCLUDED.credited_downloaded,
-                     user_id = coalesce(EXCLUDED.user_id, t.user_id),
-                     seed_seconds = t.seed_seconds + EXCLUDED.seed_seconds,
-                     leech_seconds = t.leech_seconds + EXCLUDED.leech_seconds,
-                     snatched_at = coalesce(t.snatched_at, EXCLUDED.snatched_at),
-                     announces = t.announces + EXCLUDED.announces,
-                     first_announce = least(t.first_announce, EXCLUDED.first_announce),
-                     last_announce = greatest(t.last_announce, EXCLUDED.last_announce)",
-            ),
-            &params,
-        )
-        .await?;
+        tx.execute(upsert, &params).await?;
         Ok(())
     }
 
     async fn write_peers(
         &self,
         tx: &database::deadpool_postgres::Transaction<'_>,
+        gone: &Statement,
+        baselines: &Statement,
         peers: &BTreeMap<PeerKey, &Delta>,
     ) -> Result<(), database::tokio_postgres::Error> {
         let (mut gone_u, mut gone_i, mut gone_p) = (Vec::new(), Vec::new(), Vec::new());
@@ -468,38 +532,26 @@ impl PostgresHandler {
             seeding.push(d.left == 0);
             at.push(d.reported_at);
         }
-        if !gone_u.is_empty() {
-            tx.execute(
-                &self.db.sql(
-                    "DELETE FROM {schema}.peers AS p
-                     USING unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS g(user_key, info_hash, peer_id)
-                     WHERE p.user_key = g.user_key AND p.info_hash = g.info_hash AND p.peer_id = g.peer_id",
-                ),
-                &[&gone_u, &gone_i, &gone_p],
-            )
-            .await?;
-        }
-        if !u.is_empty() {
-            let ip: Vec<Option<IpAddr>> = ip;
-            let params: [&(dyn ToSql + Sync); 10] =
-                [&u, &i, &p, &up, &down, &left, &ip, &port, &seeding, &at];
-            tx.execute(
-                &self.db.sql(
-                    "INSERT INTO {schema}.peers AS p
-                         (user_key, info_hash, peer_id, uploaded, downloaded, bytes_left, ip, port,
-                          seeding, last_announce)
-                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[],
-                                          $6::int8[], $7::inet[], $8::int4[], $9::bool[],
-                                          $10::timestamptz[])
-                     ON CONFLICT (user_key, info_hash, peer_id) DO UPDATE SET
-                         uploaded = EXCLUDED.uploaded, downloaded = EXCLUDED.downloaded,
-                         bytes_left = EXCLUDED.bytes_left, ip = EXCLUDED.ip, port = EXCLUDED.port,
-                         seeding = EXCLUDED.seeding, last_announce = EXCLUDED.last_announce",
-                ),
-                &params,
-            )
-            .await?;
-        }
+        let ip: Vec<Option<IpAddr>> = ip;
+        let params: [&(dyn ToSql + Sync); 10] =
+            [&u, &i, &p, &up, &down, &left, &ip, &port, &seeding, &at];
+        // The peers that closed go, the others take their new baselines (a
+        // peer is in one list only): both statements go out at once.
+        try_join(
+            async {
+                if gone_u.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(gone, &[&gone_u, &gone_i, &gone_p]).await
+            },
+            async {
+                if u.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(baselines, &params).await
+            },
+        )
+        .await?;
         Ok(())
     }
 
