@@ -219,47 +219,47 @@ impl Sql {
             ),
             transfers: db.sql(
                 "INSERT INTO {schema}.transfers AS t
-         (user_key, info_hash, uploaded, downloaded, seed_seconds, leech_seconds,
-          snatched_at, announces, first_announce, last_announce, user_id,
-          credited_uploaded, credited_downloaded)
-     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[],
+                     (user_key, info_hash, uploaded, downloaded, seed_seconds, leech_seconds,
+                      snatched_at, announces, first_announce, last_announce, user_id,
+                      credited_uploaded, credited_downloaded)
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[],
                           $6::int8[], $7::timestamptz[], $8::int8[], $9::timestamptz[],
                           $10::timestamptz[], $11::int8[], $12::int8[], $13::int8[])
-     ON CONFLICT (user_key, info_hash) DO UPDATE SET
-         uploaded = t.uploaded + EXCLUDED.uploaded,
-         downloaded = t.downloaded + EXCLUDED.downloaded,
-         credited_uploaded = t.credited_uploaded + EXCLUDED.credited_uploaded,
-         credited_downloaded = t.credited_downloaded + EXCLUDED.credited_downloaded,
-         user_id = coalesce(EXCLUDED.user_id, t.user_id),
-         seed_seconds = t.seed_seconds + EXCLUDED.seed_seconds,
-         leech_seconds = t.leech_seconds + EXCLUDED.leech_seconds,
-         snatched_at = coalesce(t.snatched_at, EXCLUDED.snatched_at),
-         announces = t.announces + EXCLUDED.announces,
-         first_announce = least(t.first_announce, EXCLUDED.first_announce),
-         last_announce = greatest(t.last_announce, EXCLUDED.last_announce)",
+                 ON CONFLICT (user_key, info_hash) DO UPDATE SET
+                     uploaded = t.uploaded + EXCLUDED.uploaded,
+                     downloaded = t.downloaded + EXCLUDED.downloaded,
+                     credited_uploaded = t.credited_uploaded + EXCLUDED.credited_uploaded,
+                     credited_downloaded = t.credited_downloaded + EXCLUDED.credited_downloaded,
+                     user_id = coalesce(EXCLUDED.user_id, t.user_id),
+                     seed_seconds = t.seed_seconds + EXCLUDED.seed_seconds,
+                     leech_seconds = t.leech_seconds + EXCLUDED.leech_seconds,
+                     snatched_at = coalesce(t.snatched_at, EXCLUDED.snatched_at),
+                     announces = t.announces + EXCLUDED.announces,
+                     first_announce = least(t.first_announce, EXCLUDED.first_announce),
+                     last_announce = greatest(t.last_announce, EXCLUDED.last_announce)",
             ),
             gone: db.sql(
                 "DELETE FROM {schema}.peers AS p
-     USING unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS g(user_key, info_hash, peer_id)
-     WHERE p.user_key = g.user_key AND p.info_hash = g.info_hash AND p.peer_id = g.peer_id",
+                 USING unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS g(user_key, info_hash, peer_id)
+                 WHERE p.user_key = g.user_key AND p.info_hash = g.info_hash AND p.peer_id = g.peer_id",
             ),
             peers: db.sql(
                 "INSERT INTO {schema}.peers AS p
-         (user_key, info_hash, peer_id, uploaded, downloaded, bytes_left, ip, port,
-          seeding, last_announce)
-     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[],
+                     (user_key, info_hash, peer_id, uploaded, downloaded, bytes_left, ip, port,
+                      seeding, last_announce)
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::int8[], $5::int8[],
                           $6::int8[], $7::inet[], $8::int4[], $9::bool[],
                           $10::timestamptz[])
-     ON CONFLICT (user_key, info_hash, peer_id) DO UPDATE SET
-         uploaded = EXCLUDED.uploaded, downloaded = EXCLUDED.downloaded,
-         bytes_left = EXCLUDED.bytes_left, ip = EXCLUDED.ip, port = EXCLUDED.port,
-         seeding = EXCLUDED.seeding, last_announce = EXCLUDED.last_announce",
+                 ON CONFLICT (user_key, info_hash, peer_id) DO UPDATE SET
+                     uploaded = EXCLUDED.uploaded, downloaded = EXCLUDED.downloaded,
+                     bytes_left = EXCLUDED.bytes_left, ip = EXCLUDED.ip, port = EXCLUDED.port,
+                     seeding = EXCLUDED.seeding, last_announce = EXCLUDED.last_announce",
             ),
             record: db.sql(
                 "INSERT INTO {schema}.batches (journal, part, first_seq, last_seq, deltas)
                  SELECT $1, p, f, $4, d FROM unnest($2::int2[], $3::int8[], $5::int4[]) AS u(p, f, d)",
             ),
-        }
+                    }
     }
 }
 
@@ -352,11 +352,20 @@ impl PostgresHandler {
         let tx = client.transaction().await.map_err(|e| err(db, &e))?;
         let journal = batch.id.journal.to_string();
         let part_ids: Vec<i16> = group.iter().map(|(p, _)| *p).collect();
-        // Statements are prepared once per connection; the ones below go
-        // out together (one round trip), and PostgreSQL runs them in order.
-        let (lock, position) = try_join(
-            tx.prepare_cached(&sql.lock),
-            tx.prepare_cached(&sql.positions),
+        // Statements are prepared once per connection (the first time all at
+        // once, in one round trip); the ones sent together below go out in
+        // one round trip too, and PostgreSQL runs them in order.
+        let ((lock, position, upsert), (gone, baselines, record)) = try_join(
+            try_join3(
+                tx.prepare_cached(&sql.lock),
+                tx.prepare_cached(&sql.positions),
+                tx.prepare_cached(&sql.transfers),
+            ),
+            try_join3(
+                tx.prepare_cached(&sql.gone),
+                tx.prepare_cached(&sql.peers),
+                tx.prepare_cached(&sql.record),
+            ),
         )
         .await
         .map_err(|e| err(db, &e))?;
@@ -397,7 +406,6 @@ impl PostgresHandler {
         }
         let (transfers, peers) = sum(todo.iter().copied());
         let result = async {
-            let [upsert, gone, baselines, record] = self.statements(&tx).await?;
             try_join3(
                 self.write_transfers(&tx, &upsert, &transfers),
                 self.write_peers(&tx, &gone, &baselines, &peers),
@@ -426,23 +434,6 @@ impl PostgresHandler {
             Err(e) if is_conflict(&e) => Ok(false),
             Err(e) => Err(err(db, &e)),
         }
-    }
-
-    /// The statements that write a batch, prepared on this connection
-    /// (the first time: at once, in one round trip).
-    async fn statements(
-        &self,
-        tx: &database::deadpool_postgres::Transaction<'_>,
-    ) -> Result<[Statement; 4], database::tokio_postgres::Error> {
-        let sql = &self.sql;
-        let (a, b, c, d) = futures_util::future::try_join4(
-            tx.prepare_cached(&sql.transfers),
-            tx.prepare_cached(&sql.gone),
-            tx.prepare_cached(&sql.peers),
-            tx.prepare_cached(&sql.record),
-        )
-        .await?;
-        Ok([a, b, c, d])
     }
 
     async fn write_transfers(
