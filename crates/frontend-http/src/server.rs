@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracker::frontend::{bump, failure_text};
 use tracker::stats::{RequestMetrics, TimedAction};
-use tracker::{RequestContext, RequestLimits, SharedLogic};
+use tracker::{ReplyGate, RequestContext, RequestLimits, SharedLogic};
 
 use crate::client_ip::ClientAddress;
 use crate::io::{TimedIo, Timeouts};
@@ -108,8 +108,12 @@ async fn respond(
         Endpoint::Announce => TimedAction::Announce,
         Endpoint::Scrape => TimedAction::Scrape,
     };
+    // The client's address is the last thing read from the request: it is
+    // released before anything waits.
+    let client = shared.addresses.resolve(remote.ip(), req.headers());
+    drop(req);
     let (response, ipv6, error) =
-        match answer(&shared, endpoint, parsed.map(|()| params), remote, &req).await {
+        match answer(&shared, endpoint, parsed.map(|()| params), remote, client).await {
             Ok((body, ipv6)) => (reply(StatusCode::OK, body), ipv6, false),
             Err((message, ipv6)) => (failure(&message), ipv6, true),
         };
@@ -125,15 +129,12 @@ async fn answer(
     endpoint: Endpoint,
     params: Result<Params, bittorrent::ClientError>,
     remote: SocketAddr,
-    req: &Request<Incoming>,
+    client: Result<IpAddr, bittorrent::ClientError>,
 ) -> Result<(Vec<u8>, bool), (String, bool)> {
     let ipv6 = bittorrent::canonical_ip(remote.ip()).is_ipv6();
     let fail = |m: &str| (m.to_owned(), ipv6);
     let params = params.map_err(|e| fail(e.message()))?;
-    let client = shared
-        .addresses
-        .resolve(remote.ip(), req.headers())
-        .map_err(|e| fail(e.message()))?;
+    let client = client.map_err(|e| fail(e.message()))?;
     let logic = shared.logic.load();
     let mut ctx = RequestContext::new();
     let mut body = Vec::with_capacity(256);
@@ -147,12 +148,13 @@ async fn answer(
                 .await
                 .map_err(|e| fail(failure_text(&e, "http", TimedAction::Announce)))?;
             crate::response::write_announce(&mut body, &resp, request.peer.family(), client);
-            if logic.has_post_work(&ctx) {
-                after_reply(shared, async move {
-                    logic.after_announce(&mut ctx, &request, &mut resp).await
-                })
-                .await;
-            }
+            let gate = ctx.take_reply_gate();
+            let post = logic.has_post_work(&ctx).then_some(async move {
+                logic.after_announce(&mut ctx, &request, &mut resp).await
+            });
+            release(shared, gate, post)
+                .await
+                .map_err(|e| fail(failure_text(&e, "http", TimedAction::Announce)))?;
         }
         Endpoint::Scrape => {
             let request =
@@ -163,15 +165,34 @@ async fn answer(
                 .await
                 .map_err(|e| fail(failure_text(&e, "http", TimedAction::Scrape)))?;
             crate::response::write_scrape(&mut body, &mut resp.files);
-            if logic.has_post_scrape_work() {
-                after_reply(shared, async move {
-                    logic.after_scrape(&mut ctx, &request, &mut resp).await
-                })
-                .await;
-            }
+            let gate = ctx.take_reply_gate();
+            let post = logic
+                .has_post_scrape_work()
+                .then_some(async move { logic.after_scrape(&mut ctx, &request, &mut resp).await });
+            release(shared, gate, post)
+                .await
+                .map_err(|e| fail(failure_text(&e, "http", TimedAction::Scrape)))?;
         }
     }
     Ok((body, bittorrent::canonical_ip(client).is_ipv6()))
+}
+
+/// Once the reply is built: waits for its gate, if a hook set one, holding
+/// only the body and (when there is post work) the request's post phase,
+/// then starts that phase. A gate's error is the reply instead, and the post
+/// phase is dropped.
+async fn release(
+    shared: &Shared,
+    gate: Option<ReplyGate>,
+    post: Option<impl Future<Output = ()> + Send + 'static>,
+) -> Result<(), tracker::TrackerError> {
+    if let Some(gate) = gate {
+        gate.await?;
+    }
+    if let Some(post) = post {
+        after_reply(shared, post).await;
+    }
+    Ok(())
 }
 
 /// Runs a request's post-reply phase (post-hooks, a pending store write) as a

@@ -542,6 +542,9 @@ impl Handler<'_> {
             .handle_announce(&mut slot.ctx, req, &mut slot.announce_resp)
             .await?;
         udp::write_announce(out, tid, &slot.announce_resp, family);
+        if let Some(gate) = slot.ctx.take_reply_gate() {
+            gate.await?;
+        }
         slot.after = After::Announce;
         Ok(())
     }
@@ -568,6 +571,9 @@ impl Handler<'_> {
             .handle_scrape(&mut slot.ctx, req, &mut slot.scrape_resp)
             .await?;
         udp::write_scrape(out, tid, &slot.scrape_resp.files);
+        if let Some(gate) = slot.ctx.take_reply_gate() {
+            gate.await?;
+        }
         slot.after = After::Scrape;
         Ok(())
     }

@@ -63,6 +63,10 @@ async fn rounds(logic: &TrackerLogic, reqs: &mut [AnnounceRequest], rounds: u64)
                     .handle_announce(&mut ctx, req, &mut resp)
                     .await
                     .unwrap();
+                // As a frontend does before it replies.
+                if let Some(gate) = ctx.take_reply_gate() {
+                    gate.await.unwrap();
+                }
             })
             .collect();
         while running.next().await.is_some() {}
@@ -124,6 +128,8 @@ fn chain(c: &mut Criterion) {
             i += 1;
             r.uploaded += 1000;
             drop(hook.handle_announce(&mut ctx, r, &mut resp));
+            // Its reply gate, not awaited.
+            ctx.clear();
         })
     });
     g.finish();

@@ -3,8 +3,10 @@
 //!
 //! Identification and the record update are synchronous and allocate
 //! nothing; an announce with nothing to deliver is answered at once (a ready
-//! future). One with a delta waits for the journal's group sync (a boxed
-//! future; the UDP frontend goes on with other requests meanwhile).
+//! future). One with a delta holds its reply back until the journal's group
+//! sync ([`RequestContext::hold_reply`]): the store answers meanwhile, the
+//! reply is built, and only a small future waits (the frontends go on with
+//! other requests).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,7 +77,13 @@ impl tracker::Hook for PrivtrakHook {
         let account = account_of(user, ctx);
         match self.privtrak.record(account, req, SystemTime::now()) {
             Ok(Recorded::Nothing) => ReadyOrBoxed::ready(Ok(())),
-            Ok(Recorded::Pending(seq)) => ReadyOrBoxed::boxed(self.privtrak.durable(seq)),
+            // The store and the later hooks need not wait for the sync, only
+            // the reply does.
+            Ok(Recorded::Pending(seq)) => {
+                let privtrak = Arc::clone(&self.privtrak);
+                ctx.hold_reply(Box::pin(async move { privtrak.durable(seq).await }));
+                ReadyOrBoxed::ready(Ok(()))
+            }
             // Back-pressure: wait for room (or refuse), off the fast path.
             Err(NotRecorded::Full) => ReadyOrBoxed::boxed(self.privtrak.announce(account, req)),
             Err(NotRecorded::TooManyPeers) => ReadyOrBoxed::ready(Err(TOO_MANY_PEERS.into())),
@@ -85,7 +93,8 @@ impl tracker::Hook for PrivtrakHook {
         }
     }
 
-    /// An announce with a delta waits for the journal's group sync.
+    /// An announce with a delta waits for the journal's group sync (its
+    /// reply does).
     fn may_wait(&self) -> bool {
         true
     }

@@ -1,6 +1,16 @@
 //! Per-request state that travels with a request through the hook chain.
 
 use std::any::{Any, TypeId};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::TrackerError;
+
+/// What a request's reply waits for before it is sent: set by a hook that
+/// must finish something first (privtrak: the announce's delta on disk),
+/// awaited by the frontend once the reply is built. `Err` turns the reply
+/// into that error's failure reason.
+pub type ReplyGate = Pin<Box<dyn Future<Output = Result<(), TrackerError>> + Send + 'static>>;
 
 /// Flags and typed facts for one request.
 ///
@@ -18,6 +28,8 @@ pub struct RequestContext {
     pub(crate) swarm_written: bool,
     /// Facts hooks attach for later hooks (the user id of a private tracker).
     pub extensions: Extensions,
+    /// Set by [`hold_reply`](Self::hold_reply).
+    reply_gate: Option<ReplyGate>,
 }
 
 impl RequestContext {
@@ -31,6 +43,32 @@ impl RequestContext {
         self.skip_swarm_interaction = false;
         self.swarm_written = false;
         self.extensions.clear();
+        self.reply_gate = None;
+    }
+
+    /// Holds the reply back until `gate` resolves. A hook sets it rather
+    /// than waiting in its own future when the rest of the request need not
+    /// wait: the store and the later hooks run, the reply is built, and the
+    /// request's state is released before the wait, so a thousand waiting
+    /// requests hold a thousand small futures rather than a thousand
+    /// requests. The swarm has then seen the announce whatever the gate
+    /// says; only the reply changes (and the post-reply phase is skipped).
+    /// Gates of several hooks are awaited in the order they were set. A hook
+    /// that sets one says [`Hook::may_wait`](crate::Hook::may_wait).
+    pub fn hold_reply(&mut self, gate: ReplyGate) {
+        self.reply_gate = Some(match self.reply_gate.take() {
+            None => gate,
+            Some(first) => Box::pin(async move {
+                first.await?;
+                gate.await
+            }),
+        });
+    }
+
+    /// The gate a frontend awaits before sending the reply, if a hook set
+    /// one.
+    pub fn take_reply_gate(&mut self) -> Option<ReplyGate> {
+        self.reply_gate.take()
     }
 
     /// Whether the store has already applied this announce.
@@ -111,5 +149,42 @@ mod tests {
         assert_eq!(ctx.extensions.get::<u32>(), Some(&8));
         ctx.clear();
         assert!(ctx.extensions.is_empty());
+    }
+
+    #[test]
+    fn reply_gates_run_in_the_order_set_and_the_first_error_ends_them() {
+        use std::sync::{Arc, Mutex};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let gate = |n: u32, ok: bool| -> ReplyGate {
+            let order = Arc::clone(&order);
+            Box::pin(async move {
+                order.lock().unwrap().push(n);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(bittorrent::ClientError::new("closed").into())
+                }
+            })
+        };
+        let mut ctx = RequestContext::new();
+        assert!(ctx.take_reply_gate().is_none());
+        ctx.hold_reply(gate(1, true));
+        ctx.hold_reply(gate(2, true));
+        rt.block_on(ctx.take_reply_gate().unwrap()).unwrap();
+        assert_eq!(*order.lock().unwrap(), [1, 2]);
+        assert!(ctx.take_reply_gate().is_none(), "taken once");
+
+        order.lock().unwrap().clear();
+        ctx.hold_reply(gate(3, false));
+        ctx.hold_reply(gate(4, true));
+        assert!(rt.block_on(ctx.take_reply_gate().unwrap()).is_err());
+        assert_eq!(*order.lock().unwrap(), [3], "no gate after a failed one");
+
+        ctx.hold_reply(gate(5, true));
+        ctx.clear();
+        assert!(ctx.take_reply_gate().is_none(), "cleared with the request");
     }
 }

@@ -17,6 +17,9 @@ pub type HookFuture<'a> = ReadyOrBoxed<'a, Result<(), TrackerError>>;
 ///
 /// A hook that needs no I/O returns `ReadyOrBoxed::ready(..)` and costs no
 /// allocation; one that waits returns `ReadyOrBoxed::boxed(async move { .. })`.
+/// One whose wait concerns only the reply (not the store or the later hooks)
+/// returns ready and hands the wait to
+/// [`RequestContext::hold_reply`](crate::RequestContext::hold_reply).
 pub trait Hook: Send + Sync + 'static {
     fn handle_announce<'a>(
         &'a self,
@@ -40,9 +43,9 @@ pub trait Hook: Send + Sync + 'static {
     /// handles the requests of a chain where nothing waits in place,
     /// allocation-free, and gives each request of a chain that may wait its
     /// own task, so one waiting request does not hold up the others. A hook
-    /// that returns `ReadyOrBoxed::boxed` futures that really wait says
-    /// `true`; one that does not is still correct, but its UDP requests wait
-    /// in line.
+    /// that returns `ReadyOrBoxed::boxed` futures that really wait, or holds
+    /// replies back, says `true`; one that does not is still correct, but
+    /// its UDP requests wait in line.
     fn may_wait(&self) -> bool {
         false
     }

@@ -38,7 +38,7 @@ pub mod conformance;
 pub mod testing;
 
 pub use config_error::ConfigError;
-pub use context::{Extensions, RequestContext};
+pub use context::{Extensions, ReplyGate, RequestContext};
 pub use error::{StoreError, TrackerError};
 pub use future::ReadyOrBoxed;
 pub use hook::{Hook, HookFuture, StopReason};
