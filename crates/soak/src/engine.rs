@@ -3,9 +3,14 @@
 //!
 //! One single-threaded Tokio runtime runs it all (the driver has one core):
 //! the scheduler, a receiver per UDP socket, one task per HTTP request, a
-//! sweeper for UDP timeouts and the connection-id renewals, sharing the
-//! engine through an `Rc` with `RefCell`s that are never held across an
-//! `.await`.
+//! sweeper for UDP timeouts, the connection-id renewals and the HTTP
+//! connections idle too long, sharing the engine through an `Rc` with
+//! `RefCell`s that are never held across an `.await`.
+//!
+//! An HTTP request is sent from the schedule itself, on a kept-alive
+//! connection of the pool ([`http::Pool`]) or, `http_close_share` of them, on
+//! a connection of its own; its task then reads the reply. Both loops use
+//! the same mix.
 //!
 //! Two schedules. [`Engine::open_loop`]: request `i` is due at `start +
 //! i/rate`, whatever happened to the ones before, and its latency is measured
@@ -47,6 +52,9 @@ pub const TICK: Duration = Duration::from_millis(1);
 pub struct Mix {
     /// The share of requests that go over HTTP (the rest over UDP).
     pub http_share: f64,
+    /// The share of HTTP requests sent on a connection of their own, with
+    /// `Connection: close` (the rest over kept-alive connections).
+    pub http_close_share: f64,
     /// The share of requests that are scrapes (of 1 to 4 torrents).
     pub scrape_share: f64,
 }
@@ -70,13 +78,17 @@ pub struct Engine {
     udp: Vec<udp::Client>,
     /// The `Host` of HTTP requests.
     host: String,
-    /// Where each HTTP request is built before it is sent.
-    request: RefCell<Vec<u8>>,
-    /// Reply buffers of the HTTP requests that ended, for the next ones.
-    buffers: RefCell<Vec<Vec<u8>>>,
+    /// The kept-alive HTTP connections.
+    pool: http::Pool,
+    /// Picks the HTTP requests sent on a connection of their own.
+    close: RefCell<Share>,
+    /// Request and reply buffers of the HTTP requests that ended, for the
+    /// next ones.
+    buffers: RefCell<Vec<Buffers>>,
     http_in_flight: Cell<usize>,
-    /// The most HTTP requests in flight at once: each holds a file
-    /// descriptor, and the driver has a limited number.
+    /// The most HTTP requests in flight at once: each may hold a file
+    /// descriptor, and the driver has a limited number (the pool's
+    /// [`http::POOL_MAX`] come on top).
     http_cap: usize,
     /// The closed loop's requests in flight; `None` in the open loop.
     permits: Option<Semaphore>,
@@ -105,7 +117,8 @@ impl Engine {
             stats: RefCell::new(Stats::new(start, period)),
             udp,
             host: target.http.to_string(),
-            request: RefCell::new(Vec::with_capacity(512)),
+            pool: http::Pool::new(target.http, http::POOL_MAX),
+            close: RefCell::new(Share::new(mix.http_close_share)),
             buffers: RefCell::new(Vec::new()),
             http_in_flight: Cell::new(0),
             http_cap: http_cap(),
@@ -151,7 +164,7 @@ impl Engine {
     pub async fn open_loop(self: &Rc<Self>, rate: f64, duration: Duration, tick: Duration) {
         let start = self.start.get();
         let total = (rate * duration.as_secs_f64()) as u64;
-        let mut chooser = Chooser::new(self.mix.http_share);
+        let mut http = Share::new(self.mix.http_share);
         let mut issued = 0u64;
         let mut ticks = tokio::time::interval_at(start.into(), tick);
         // Behind, it sends all that is due at once anyway.
@@ -162,7 +175,7 @@ impl Engine {
             let due = ((elapsed * rate) as u64).min(total);
             while issued < due {
                 let scheduled = start + Duration::from_secs_f64(issued as f64 / rate);
-                self.issue(chooser.next(), scheduled, false);
+                self.issue(proto(&mut http), scheduled, false);
                 issued += 1;
                 // Behind schedule: let the replies in between bursts.
                 if issued.is_multiple_of(256) {
@@ -175,10 +188,10 @@ impl Engine {
     /// Keeps the closed loop's permits busy until `end`.
     pub async fn closed_loop(self: &Rc<Self>, end: Instant) {
         let permits = self.permits.as_ref().expect("a closed-loop engine");
-        let mut chooser = Chooser::new(self.mix.http_share);
+        let mut http = Share::new(self.mix.http_share);
         while let Ok(Ok(permit)) = tokio::time::timeout_at(end.into(), permits.acquire()).await {
             permit.forget();
-            self.issue(chooser.next(), Instant::now(), true);
+            self.issue(proto(&mut http), Instant::now(), true);
         }
     }
 
@@ -237,28 +250,35 @@ impl Engine {
                     self.ended(proto, scheduled, Outcome::Error(e), permit);
                     return;
                 }
-                let mut request = self.request.borrow_mut();
+                let mut bufs = self.buffers.borrow_mut().pop().unwrap_or_default();
+                let keep_alive = !self.close.borrow_mut().next();
                 let kind = if let Some(n) = scrape {
                     let hashes = self.population.borrow_mut().scrape_hashes(n);
-                    http::request(&mut request, &self.host, |o| {
+                    http::request(&mut bufs.request, &self.host, keep_alive, |o| {
                         http::scrape_target(o, &hashes);
                     });
                     http::Kind::Scrape
                 } else {
                     let a = self.population.borrow_mut().next_announce(Proto::Http, now);
-                    http::request(&mut request, &self.host, |o| http::announce_target(o, &a));
+                    http::request(&mut bufs.request, &self.host, keep_alive, |o| {
+                        http::announce_target(o, &a);
+                    });
                     http::Kind::Announce
                 };
-                let sent = http::send(self.target.http, &request);
-                // What the first send(2) did not take (nearly always nothing).
-                let rest = match &sent {
-                    Ok(s) if s.written < request.len() => request.clone(),
-                    _ => Vec::new(),
+                let started = if keep_alive {
+                    // `None`: every connection busy, the task waits for one.
+                    self.pool
+                        .try_start(&bufs.request)
+                        .transpose()
+                        .map(Started::KeptAlive)
+                } else {
+                    self.pool.count_own();
+                    http::send(self.target.http, &bufs.request).map(Started::Own)
                 };
-                drop(request);
-                let sent = match sent {
-                    Ok(sent) => sent,
+                let started = match started {
+                    Ok(started) => started,
                     Err(e) => {
+                        self.buffers.borrow_mut().push(bufs);
                         let e = format!("HTTP {}: {e}", kind.name());
                         self.ended(proto, scheduled, Outcome::Error(e), permit);
                         return;
@@ -267,11 +287,27 @@ impl Engine {
                 self.http_in_flight.set(self.http_in_flight.get() + 1);
                 let engine = Rc::clone(self);
                 tokio::task::spawn_local(async move {
-                    let mut reply = engine.buffers.borrow_mut().pop().unwrap_or_default();
+                    let mut bufs = bufs;
                     let timeout = engine.target.timeout;
-                    let exchange = http::receive(sent, &rest, &mut reply);
-                    let outcome = match tokio::time::timeout(timeout, exchange).await {
-                        Ok(Ok(())) => http::outcome(kind, &reply),
+                    let result = {
+                        let Buffers { request, reply } = &mut bufs;
+                        let pool = &engine.pool;
+                        let exchange = async move {
+                            match started {
+                                Started::Own(sent) => http::receive(sent, request, reply).await,
+                                Started::KeptAlive(ex) => {
+                                    let ex = match ex {
+                                        Some(ex) => ex,
+                                        None => pool.start(request).await?,
+                                    };
+                                    pool.finish(ex, request, reply).await
+                                }
+                            }
+                        };
+                        tokio::time::timeout(timeout, exchange).await
+                    };
+                    let outcome = match result {
+                        Ok(Ok(())) => http::outcome(kind, &bufs.reply),
                         Ok(Err(e)) => Outcome::Error(format!("HTTP {}: {e}", kind.name())),
                         Err(_) => Outcome::Error(format!(
                             "HTTP {}: no reply within {}",
@@ -281,7 +317,7 @@ impl Engine {
                     };
                     let mut buffers = engine.buffers.borrow_mut();
                     if buffers.len() < 1024 {
-                        buffers.push(reply);
+                        buffers.push(bufs);
                     }
                     drop(buffers);
                     engine.http_in_flight.set(engine.http_in_flight.get() - 1);
@@ -332,6 +368,7 @@ impl Engine {
                 }
             }
         }
+        self.pool.prune(now, http::POOL_IDLE);
         let timeout = tracker::config::format_duration(self.target.timeout);
         for p in expired {
             let e = format!("UDP {}: no reply within {timeout}", p.kind.name());
@@ -342,6 +379,11 @@ impl Engine {
     /// How long an answer may take.
     pub fn timeout(&self) -> Duration {
         self.target.timeout
+    }
+
+    /// What the HTTP connections came to.
+    pub fn connections(&self) -> http::Connections {
+        self.pool.counts()
     }
 
     /// Requests sent and not yet answered or timed out.
@@ -358,30 +400,48 @@ fn pending(scheduled: Instant, kind: udp::Kind, permit: bool) -> Pending {
     }
 }
 
-/// Picks each request's protocol so that exactly `http_share` of them (to
-/// within one) go over HTTP, evenly spread.
-struct Chooser {
+/// An HTTP request's buffers, kept from one request to the next.
+#[derive(Default)]
+struct Buffers {
+    request: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+/// How an HTTP request went out.
+enum Started {
+    Own(http::Sent),
+    /// `None`: not yet, every kept-alive connection was busy.
+    KeptAlive(Option<http::Exchange>),
+}
+
+/// Picks `share` of the times (to within one), evenly spread.
+struct Share {
     share: f64,
     credit: f64,
 }
 
-impl Chooser {
-    fn new(share: f64) -> Chooser {
-        Chooser {
+impl Share {
+    fn new(share: f64) -> Share {
+        Share {
             share: share.clamp(0.0, 1.0),
             credit: 0.0,
         }
     }
 
-    fn next(&mut self) -> Proto {
+    fn next(&mut self) -> bool {
         self.credit += self.share;
         if self.credit >= 1.0 {
             self.credit -= 1.0;
-            Proto::Http
+            true
         } else {
-            Proto::Udp
+            false
         }
     }
+}
+
+/// The next request's protocol: HTTP when `http` picks it.
+fn proto(http: &mut Share) -> Proto {
+    if http.next() { Proto::Http } else { Proto::Udp }
 }
 
 /// Half the driver's file descriptor limit (its soft `Max open files`), for
@@ -402,11 +462,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_chooser_keeps_the_share_exactly() {
-        let mut c = Chooser::new(0.25);
-        let http = (0..1000).filter(|_| c.next() == Proto::Http).count();
+    fn the_share_is_kept_exactly() {
+        let mut c = Share::new(0.25);
+        let http = (0..1000).filter(|_| proto(&mut c) == Proto::Http).count();
         assert_eq!(http, 250);
-        let mut none = Chooser::new(0.0);
-        assert!((0..100).all(|_| none.next() == Proto::Udp));
+        let mut none = Share::new(0.0);
+        assert!((0..100).all(|_| proto(&mut none) == Proto::Udp));
+        let mut all = Share::new(1.0);
+        assert!((0..100).all(|_| all.next()));
     }
 }

@@ -16,9 +16,11 @@
 //! driver's falling behind its schedule included (the verdict is then not
 //! valid).
 //!
-//! Both mix UDP and HTTP (`--http-share` of the requests over HTTP) and
-//! announces with scrapes (`--scrape-share`), from simulated peers that join,
-//! announce, complete and stop or vanish (`population`).
+//! Both mix UDP and HTTP (`--http-share` of the requests over HTTP, of
+//! those `--http-close-share` on a connection of their own with `Connection:
+//! close`, the rest over kept-alive connections: `http`) and announces with
+//! scrapes (`--scrape-share`), from simulated peers that join, announce,
+//! complete and stop or vanish (`population`).
 
 #![forbid(unsafe_code)]
 
@@ -127,6 +129,10 @@ struct LoadArgs {
     /// The share of requests sent over HTTP.
     #[arg(long, default_value_t = 0.25)]
     http_share: f64,
+    /// The share of HTTP requests sent on a connection of their own, with
+    /// `Connection: close`; the rest go over kept-alive connections.
+    #[arg(long, default_value_t = 0.25)]
+    http_close_share: f64,
     /// The share of requests that are scrapes.
     #[arg(long, default_value_t = 0.02)]
     scrape_share: f64,
@@ -155,6 +161,7 @@ impl LoadArgs {
     fn mix(&self) -> Mix {
         Mix {
             http_share: self.http_share.clamp(0.0, 1.0),
+            http_close_share: self.http_close_share.clamp(0.0, 1.0),
             scrape_share: self.scrape_share.clamp(0.0, 1.0),
         }
     }
@@ -273,9 +280,10 @@ async fn calibrate(
     let stats = engine.stats.borrow();
     let total = stats.total(warm..secs);
     println!(
-        "calibration: {} closed loop, {in_flight} requests in flight, {:.0} % of them over HTTP; seconds {}-{secs} counted",
+        "calibration: {} closed loop, {in_flight} requests in flight, {:.0} % of them over HTTP ({:.0} % of those on a connection of their own); seconds {}-{secs} counted",
         format_duration(duration),
         load.mix().http_share * 100.0,
+        load.mix().http_close_share * 100.0,
         warm + 1,
     );
     let mut capacity = 0.0;
@@ -294,6 +302,7 @@ async fn calibrate(
             println!("        {} x {text}", group(*n));
         }
     }
+    println!("  HTTP: {}", engine.connections().describe());
     let share = |a: u64, b: u64| {
         let ticks = b.saturating_sub(a) as f64;
         ticks / karuta::TICKS_PER_SECOND as f64 / counted * 100.0
@@ -357,11 +366,12 @@ impl Soak {
         engine.start_tasks().await?;
         let share = load.mix().http_share;
         println!(
-            "soak: {} min at {} requests/s (udp {}/s, http {}/s, {:.0} % scrapes); {} peers announcing every {} over {} torrents, {:.0} % of them vanish",
+            "soak: {} min at {} requests/s (udp {}/s, http {}/s, {:.0} % of it on a connection of its own, {:.0} % scrapes); {} peers announcing every {} over {} torrents, {:.0} % of them vanish",
             self.minutes,
             group(self.rate as u64),
             group((self.rate * (1.0 - share)) as u64),
             group((self.rate * share) as u64),
+            load.mix().http_close_share * 100.0,
             load.mix().scrape_share * 100.0,
             group(peers as u64),
             format_duration(self.peer_interval),
@@ -400,6 +410,7 @@ impl Soak {
         let run = Run {
             reloads_logged: (logged.done, logged.failed),
             in_flight: engine.in_flight(),
+            connections: Some(engine.connections()),
             kernel_drops: drops_at_start
                 .zip(karuta::KernelDrops::read())
                 .map(|(before, after)| after.since(before)),
@@ -430,6 +441,7 @@ impl Soak {
             reloads_logged: (0, 0),
             events: engine.population.borrow().events(),
             in_flight: 0,
+            connections: None,
             kernel_drops: None,
         }
     }

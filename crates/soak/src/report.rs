@@ -16,8 +16,12 @@
 //!   sample: karuta's allocator trim hands pages back to the kernel and takes
 //!   them again within seconds, so single samples swing by 10 % and more
 //!   while the minutes hold steady.
-//! - **p99 flat**: for each protocol, the largest per-minute p99 of the
-//!   window at most twice the smallest.
+//! - **p99 flat**: for each protocol, every minute of the window has a p99
+//!   and the largest per-minute p99 is at most twice the smallest, or, when
+//!   it is not, at most 25 ms: p99s of a few milliseconds (the 1 ms tick
+//!   alone puts p50 near 1.7 ms) swing by more than 2x on noise, and a p99
+//!   that never exceeds 25 ms is flat for a tracker whose clients time out
+//!   after 15 s. The verdict says which of the two held.
 //! - **GC**: some vanished peers are past `peer_lifetime + gc_interval` at
 //!   the end (so garbage collection had work), and at every minute the
 //!   peers karuta's store holds lie within 2 % of what the driver expects:
@@ -38,6 +42,7 @@ use std::fmt::Write;
 use std::ops::Range;
 use std::time::Duration;
 
+use crate::http::Connections;
 use crate::karuta::KernelDrops;
 use crate::population::{Events, Expected, Proto};
 use crate::stats::{Counts, Period, Stats};
@@ -52,6 +57,9 @@ const RSS_TOLERANCE: f64 = 0.05;
 pub const MAX_DRIVER_LAG: Duration = Duration::from_millis(100);
 /// How much the largest per-minute p99 of the window may exceed the smallest.
 const P99_RATIO: f64 = 2.0;
+/// A window whose largest per-minute p99 is at most this is flat whatever
+/// the ratio.
+const P99_FLOOR: Duration = Duration::from_millis(25);
 
 /// `1234567` as `1,234,567`.
 pub fn group(n: u64) -> String {
@@ -102,6 +110,8 @@ pub struct Run<'a> {
     pub events: Events,
     /// Requests still unanswered after the last timeout.
     pub in_flight: usize,
+    /// What the driver's HTTP connections came to.
+    pub connections: Option<Connections>,
     /// What the kernel dropped for full queues during the run (system-wide).
     pub kernel_drops: Option<KernelDrops>,
 }
@@ -222,6 +232,9 @@ impl Run<'_> {
             group(e.vanished),
             group(end.expected.expired),
         );
+        if let Some(c) = &self.connections {
+            let _ = writeln!(out, "http connections: {}", c.describe());
+        }
         if let Some(k) = self.kernel_drops {
             let _ = writeln!(
                 out,
@@ -338,7 +351,11 @@ impl Run<'_> {
         )
     }
 
+    /// Per protocol, the window's per-minute p99s flat: every minute has
+    /// one, and the largest is at most [`P99_RATIO`] times the smallest or at
+    /// most [`P99_FLOOR`].
     fn check_p99(&self, window: &Range<usize>) -> (bool, String) {
+        let floor = P99_FLOOR.as_millis();
         let mut ok = true;
         let mut parts = Vec::new();
         for proto in Proto::ALL {
@@ -346,16 +363,29 @@ impl Run<'_> {
                 .clone()
                 .filter_map(|m| self.period(m).proto[proto.index()].latency.quantile(0.99))
                 .collect();
-            let (Some(min), Some(max)) = (p99.iter().min(), p99.iter().max()) else {
+            let (Some(&min), Some(&max)) = (p99.iter().min(), p99.iter().max()) else {
                 continue;
             };
             let ratio = max.as_secs_f64() / min.as_secs_f64().max(1e-9);
-            ok &= ratio <= P99_RATIO && p99.len() == window.len();
+            let (within_ratio, under_floor) = (ratio <= P99_RATIO, max <= P99_FLOOR);
+            let every_minute = p99.len() == window.len();
+            ok &= (within_ratio || under_floor) && every_minute;
+            let branch = match (within_ratio, under_floor) {
+                (true, true) => format!("within {P99_RATIO}x and under {floor} ms"),
+                (true, false) => format!("within {P99_RATIO}x"),
+                (false, true) => format!("over {P99_RATIO}x but under {floor} ms"),
+                (false, false) => format!("over {P99_RATIO}x and over {floor} ms: not flat"),
+            };
             parts.push(format!(
-                "{} {}-{} ms ({ratio:.2}x)",
+                "{} {}-{} ms ({ratio:.2}x: {branch}{})",
                 proto.name(),
-                ms(Some(*min)),
-                ms(Some(*max))
+                ms(Some(min)),
+                ms(Some(max)),
+                if every_minute {
+                    String::new()
+                } else {
+                    format!("; {} minutes without one", window.len() - p99.len())
+                }
             ));
         }
         if parts.is_empty() {
@@ -364,7 +394,7 @@ impl Run<'_> {
         (
             ok,
             format!(
-                "per-minute p99 {} (largest at most {P99_RATIO}x the smallest)",
+                "per-minute p99 {} (flat: the largest at most {P99_RATIO}x the smallest, or at most {floor} ms)",
                 parts.join(", ")
             ),
         )
@@ -482,6 +512,7 @@ mod tests {
             reloads_logged: (0, 0),
             events: Events::default(),
             in_flight: 0,
+            connections: None,
             kernel_drops: None,
         }
     }
@@ -558,6 +589,75 @@ mod tests {
             ..run_with_cpu(&stats, &[], 10)
         };
         assert!(!run.check_rss(&window(10)).0);
+    }
+
+    /// The p99 check of a ten-minute run whose UDP requests of minutes 6-10
+    /// (the window) all took `udp_ms[minute - 5]` ms; the rest took 1 ms.
+    fn p99_check(udp_ms: [u64; 5]) -> (bool, String) {
+        let t0 = std::time::Instant::now();
+        let mut stats = Stats::new(t0, Duration::from_secs(60));
+        for minute in 0..10u64 {
+            for i in 0..100u64 {
+                let at = t0 + Duration::from_secs(minute * 60) + Duration::from_millis(i * 500);
+                for proto in Proto::ALL {
+                    let took = match (proto, minute.checked_sub(5)) {
+                        (Proto::Udp, Some(w)) => udp_ms[w as usize],
+                        _ => 1,
+                    };
+                    stats.sent(proto, at, at);
+                    let end = at + Duration::from_millis(took);
+                    stats.ended(proto, at, end, crate::stats::Outcome::Answered);
+                }
+            }
+        }
+        run_with_cpu(&stats, &[], 10).check_p99(&window(10))
+    }
+
+    #[test]
+    fn small_p99s_are_flat_under_the_floor_whatever_their_ratio() {
+        // The README's run of 2026-12-02: 2.75x apart, all under 25 ms.
+        let (ok, detail) = p99_check([22, 20, 18, 8, 12]);
+        assert!(ok, "{detail}");
+        assert!(
+            detail.contains("udp 8.061-21.758 ms (2.70x: over 2x but under 25 ms)"),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("http 1.008-1.008 ms (1.00x: within 2x and under 25 ms)"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn p99s_over_2x_apart_and_over_the_floor_are_not_flat() {
+        let (ok, detail) = p99_check([12, 30, 14, 13, 12]);
+        assert!(!ok, "{detail}");
+        assert!(
+            detail.contains("over 2x and over 25 ms: not flat"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn large_p99s_within_2x_are_flat() {
+        let (ok, detail) = p99_check([100, 180, 150, 120, 170]);
+        assert!(ok, "{detail}");
+        assert!(detail.contains("x: within 2x)"), "{detail}");
+    }
+
+    #[test]
+    fn a_minute_without_a_p99_is_not_flat() {
+        let t0 = std::time::Instant::now();
+        let mut stats = Stats::new(t0, Duration::from_secs(60));
+        for proto in Proto::ALL {
+            stats.sent(proto, t0, t0);
+            let end = t0 + Duration::from_millis(1);
+            stats.ended(proto, t0, end, crate::stats::Outcome::Answered);
+        }
+        // Minute 2 of 2 has nothing.
+        let (ok, detail) = run_with_cpu(&stats, &[], 2).check_p99(&(0..2));
+        assert!(!ok, "{detail}");
+        assert!(detail.contains("1 minutes without one"), "{detail}");
     }
 
     /// A two-minute run that passes every check, the driver at most `lag`
