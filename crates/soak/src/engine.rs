@@ -265,25 +265,15 @@ impl Engine {
                     });
                     http::Kind::Announce
                 };
-                let pooled = if keep_alive {
-                    self.pool.try_start(&bufs.request)
+                let started = if keep_alive {
+                    // `None`: every connection busy, the task waits for one.
+                    self.pool
+                        .try_start(&bufs.request)
+                        .transpose()
+                        .map(Started::KeptAlive)
                 } else {
-                    None
-                };
-                let started = match pooled {
-                    Some(started) => started.map(Started::KeptAlive),
-                    None => {
-                        if keep_alive {
-                            // Every pooled connection busy: a connection of
-                            // its own, as a client would open, rather than a
-                            // queue in the driver that karuta never sees.
-                            http::close_after(&mut bufs.request);
-                            self.pool.count_overflow();
-                        } else {
-                            self.pool.count_own();
-                        }
-                        http::send(self.target.http, &bufs.request).map(Started::Own)
-                    }
+                    self.pool.count_own();
+                    http::send(self.target.http, &bufs.request).map(Started::Own)
                 };
                 let started = match started {
                     Ok(started) => started,
@@ -305,7 +295,13 @@ impl Engine {
                         let exchange = async move {
                             match started {
                                 Started::Own(sent) => http::receive(sent, request, reply).await,
-                                Started::KeptAlive(ex) => pool.finish(ex, request, reply).await,
+                                Started::KeptAlive(ex) => {
+                                    let ex = match ex {
+                                        Some(ex) => ex,
+                                        None => pool.start(request).await?,
+                                    };
+                                    pool.finish(ex, request, reply).await
+                                }
                             }
                         };
                         tokio::time::timeout(timeout, exchange).await
@@ -414,7 +410,8 @@ struct Buffers {
 /// How an HTTP request went out.
 enum Started {
     Own(http::Sent),
-    KeptAlive(http::Exchange),
+    /// `None`: not yet, every kept-alive connection was busy.
+    KeptAlive(Option<http::Exchange>),
 }
 
 /// Picks `share` of the times (to within one), evenly spread.

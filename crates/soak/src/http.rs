@@ -22,9 +22,8 @@
 //! - **Kept alive** ([`Pool`]): a request takes the connection that went idle
 //!   last, or opens one when none is idle, so the pool holds what the
 //!   requests in flight need, at most [`POOL_MAX`] connections; a request
-//!   beyond that goes on a connection of its own (`Connection: close`,
-//!   counted as overflowed), as a client would open one, rather than wait in
-//!   a queue of the driver's that karuta never sees. The reply is read
+//!   beyond that waits for one (its latency, counted from its due time,
+//!   includes the wait) and is counted as having waited. The reply is read
 //!   by its `Content-Length`; a chunked one, or one without a length, is an
 //!   error on a kept-alive connection unless karuta says `Connection: close`,
 //!   in which case it is read to the end of the stream and the connection is
@@ -159,14 +158,6 @@ pub fn request(out: &mut Vec<u8>, host: &str, keep_alive: bool, target: impl FnO
     }
 }
 
-/// Turns a kept-alive request [`request`] built into one that asks karuta
-/// to close the connection after its reply.
-pub fn close_after(out: &mut Vec<u8>) {
-    debug_assert!(out.ends_with(b"\r\n\r\n"));
-    out.truncate(out.len() - 2);
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-}
-
 /// `EINPROGRESS` on Linux: what a non-blocking `connect(2)` returns when the
 /// handshake is under way (std's `ErrorKind::InProgress` is not stable yet).
 const EINPROGRESS: i32 = 115;
@@ -264,9 +255,8 @@ pub struct Connections {
     pub opened: u64,
     /// The most kept-alive connections open at once.
     pub most_open: usize,
-    /// Requests meant for the pool sent on a connection of their own
-    /// instead, all [`POOL_MAX`] being busy (counted in `own` too).
-    pub overflowed: u64,
+    /// Requests that waited for a connection, [`POOL_MAX`] of them busy.
+    pub waited: u64,
     /// Requests sent once more on a fresh connection, karuta having closed
     /// the idle one they first went on: not errors.
     pub retried: u64,
@@ -280,14 +270,14 @@ impl Connections {
     /// One line for the summary.
     pub fn describe(&self) -> String {
         format!(
-            "{} requests kept alive ({} on a connection from the pool; {} connections opened, at most {} open at once, {} closed after {} idle; {} sent on a connection of their own instead, all {POOL_MAX} busy), {} on a connection of their own in all; {} retried on a fresh connection after karuta had closed an idle one",
+            "{} requests kept alive ({} on a connection from the pool; {} connections opened, at most {} open at once, {} closed after {} idle; {} requests waited for one of the {POOL_MAX}), {} on a connection of their own; {} retried on a fresh connection after karuta had closed an idle one",
             group(self.kept_alive),
             group(self.reused),
             group(self.opened),
             group(self.most_open as u64),
             group(self.expired),
             tracker::config::format_duration(POOL_IDLE),
-            group(self.overflowed),
+            group(self.waited),
             group(self.own),
             group(self.retried),
         )
@@ -418,13 +408,20 @@ impl Pool {
         Some(self.start_with(Slot(Rc::clone(&self.slots)), request))
     }
 
-    /// A request meant for the pool goes on a connection of its own, all
-    /// [`POOL_MAX`] being busy.
-    pub fn count_overflow(&self) {
-        self.count(|c| {
-            c.overflowed += 1;
-            c.own += 1;
-        });
+    /// Sends `request` on a kept-alive connection, waiting for one to be free
+    /// (counted) if all are busy.
+    pub async fn start(&self, request: &[u8]) -> io::Result<Exchange> {
+        if let Some(started) = self.try_start(request) {
+            return started;
+        }
+        self.count(|c| c.waited += 1);
+        let permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| io::Error::other("the connection pool is closed"))?;
+        permit.forget();
+        self.start_with(Slot(Rc::clone(&self.slots)), request)
     }
 
     fn start_with(&self, slot: Slot, request: &[u8]) -> io::Result<Exchange> {
@@ -1173,7 +1170,7 @@ mod tests {
             (c.kept_alive, c.reused, c.opened, c.most_open),
             (5, 4, 1, 1)
         );
-        assert_eq!((c.retried, c.overflowed, c.expired), (0, 0, 0));
+        assert_eq!((c.retried, c.waited, c.expired), (0, 0, 0));
         assert_eq!(pool.open(), 1);
         let requests = server.requests.lock().unwrap();
         assert_eq!(requests.len(), 5);
@@ -1190,53 +1187,39 @@ mod tests {
         assert_eq!((pool.open(), pool.counts().expired), (0, 1));
     }
 
-    /// One request on a kept-alive connection of `pool`, which must have one
-    /// free.
+    /// One request on a kept-alive connection of `pool`, waiting for one if
+    /// need be.
     async fn kept_alive(pool: &Pool, req: &[u8], reply: &mut Vec<u8>) -> io::Result<()> {
-        let ex = pool.try_start(req).expect("a free connection")?;
+        let ex = pool.start(req).await?;
         pool.finish(ex, req, reply).await
     }
 
     #[test]
-    fn a_kept_alive_request_turned_into_one_of_its_own() {
-        let target = |o: &mut Vec<u8>| o.extend_from_slice(b"/announce?x=1");
-        let (mut kept, mut own) = (Vec::new(), Vec::new());
-        request(&mut kept, "h:1", true, target);
-        request(&mut own, "h:1", false, target);
-        assert_ne!(kept, own);
-        close_after(&mut kept);
-        assert_eq!(kept, own);
-    }
-
-    #[test]
-    fn a_full_pool_says_so_and_a_finished_request_frees_its_connection() {
+    fn requests_beyond_the_pool_wait_for_a_connection() {
         let server = server(|_, _| Serve::Reply(vec![OK]));
         let pool = Pool::new(server.addr, 2);
         let req = get(server.addr, true);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        runtime().block_on(async {
-            let first = pool.try_start(&req).expect("free").unwrap();
-            let second = pool.try_start(&req).expect("free").unwrap();
-            assert!(pool.try_start(&req).is_none(), "both connections are busy");
-            pool.finish(first, &req, &mut a).await.unwrap();
-            pool.finish(second, &req, &mut b).await.unwrap();
-            let mut c = Vec::new();
-            kept_alive(&pool, &req, &mut c).await.unwrap();
-            assert_eq!(c.as_slice(), OK);
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        let results = runtime().block_on(async {
+            tokio::join!(
+                kept_alive(&pool, &req, &mut a),
+                kept_alive(&pool, &req, &mut b),
+                kept_alive(&pool, &req, &mut c),
+            )
         });
-        for reply in [&a, &b] {
+        assert!(
+            results.0.is_ok() && results.1.is_ok() && results.2.is_ok(),
+            "{results:?}"
+        );
+        for reply in [&a, &b, &c] {
             assert_eq!(reply.as_slice(), OK);
         }
         let counts = pool.counts();
         assert_eq!(
-            (
-                counts.kept_alive,
-                counts.opened,
-                counts.most_open,
-                counts.reused
-            ),
-            (3, 2, 2, 1)
+            (counts.kept_alive, counts.opened, counts.most_open),
+            (3, 2, 2)
         );
+        assert_eq!((counts.waited, counts.reused), (1, 1));
         assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.open(), 2);
     }
