@@ -78,9 +78,11 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
     sync_dir(dir)
 }
 
-pub(super) fn open_append(path: &Path) -> Result<File, JournalError> {
+/// Opens a segment for the writer, which writes at offsets of its own (the
+/// file may run past its records into zero-filled space).
+pub(super) fn open_write(path: &Path) -> Result<File, JournalError> {
     OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(io_error(path))
 }
@@ -90,7 +92,8 @@ pub(super) fn start_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf
     let path = segment_path(dir, first_seq);
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .open(&path)
         .map_err(io_error(&path))?;
     sync_dir(dir)?;
@@ -217,13 +220,22 @@ fn check_segment(path: &Path, first: u64, newest: bool) -> Result<(u64, u64, u64
             offset,
             what,
         })?;
-    let cut = (bytes.len() - at) as u64;
+    let rest = &bytes[at..];
+    // Zeros past the records are the writer's preallocated space, not a
+    // torn write.
+    let cut = if rest.iter().all(|&b| b == 0) {
+        0
+    } else {
+        rest.len() as u64
+    };
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io_error(path))?;
     if cut > 0 {
         tracing::warn!(path = %path.display(), bytes = cut, "privtrak journal: cut off a torn tail");
+    }
+    if !rest.is_empty() {
         file.set_len(at as u64).map_err(io_error(path))?;
     }
     // What a killed process left in the page cache counts as written only

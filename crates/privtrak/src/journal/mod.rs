@@ -10,7 +10,10 @@
 //!   about a millisecond and the disk sees 500 syncs a second at most,
 //!   however many announces there are.
 //! - **Segments.** Files named by their first sequence number; a new one is
-//!   started past [`SEGMENT_BYTES`]. Segments whose entries the handler has
+//!   started past [`SEGMENT_BYTES`]. The newest is zero-filled a megabyte
+//!   ahead of its records, so a group sync overwrites space the file has
+//!   (see `zero_fill`); finished and closed segments end at their last
+//!   record. Segments whose entries the handler has
 //!   acknowledged (and a snapshot covers, when restarts restore from one) are
 //!   deleted, except the newest, whose name and records carry the sequence on
 //!   past a restart.
@@ -29,7 +32,7 @@ mod reader;
 pub mod snapshot;
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -163,7 +166,8 @@ impl Journal {
         let tail = segments
             .last()
             .expect("recover leaves a segment to append to");
-        let file = files::open_append(&tail.path)?;
+        let file = files::open_write(&tail.path)?;
+        let end = tail.durable_len;
         let shared = Arc::new(Shared {
             id: found.id,
             dir: dir.to_owned(),
@@ -190,7 +194,7 @@ impl Journal {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("privtrak-journal".into())
-                .spawn(move || write_loop(&shared, file))
+                .spawn(move || write_loop(&shared, file, end))
                 .map_err(io_error(dir))?
         };
         Ok(Opened {
@@ -373,10 +377,43 @@ impl Drop for Journal {
     }
 }
 
-/// The writer thread: group commits until stopped, then a last one.
-fn write_loop(shared: &Shared, mut file: File) {
+/// Zero-filled space kept ahead of the newest segment's end.
+const PREALLOCATE: u64 = 1 << 20;
+
+/// Makes the file at least `needed` bytes long with zeros, [`PREALLOCATE`]
+/// past it at a time: a group sync then overwrites blocks the file already
+/// has, and its `fdatasync` writes the data and flushes the disk's cache with
+/// no new size or block allocation to write (on this project's machine 0.1
+/// ms at the median against 0.2-2.7 ms for an append, the same data). The
+/// space is cut off when the segment is finished or closed, and at a start
+/// after a crash (all zeros: not a torn tail).
+fn zero_fill(file: &File, zeroed: &mut u64, needed: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    if needed <= *zeroed {
+        return Ok(());
+    }
+    let target = needed + PREALLOCATE;
+    while *zeroed < target {
+        let n = ((target - *zeroed) as usize).min(ZEROS.len());
+        file.write_all_at(&ZEROS[..n], *zeroed)?;
+        *zeroed += n as u64;
+    }
+    Ok(())
+}
+
+/// Cuts the zero-filled space off the segment (made durable): a finished
+/// or closed segment ends at its last record.
+fn cut_to(file: &File, end: u64) -> std::io::Result<()> {
+    file.set_len(end)?;
+    file.sync_all()
+}
+
+/// The writer thread: group commits until stopped, then a last one. `end`
+/// is where the newest segment's records end (its file is no longer).
+fn write_loop(shared: &Shared, mut file: File, mut end: u64) {
     let mut spare: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut last_sync: Option<Instant> = None;
+    let mut zeroed = end;
     loop {
         let mut pending = lock(&shared.pending);
         while pending.buf.is_empty() && !shared.stop.load(Ordering::Acquire) {
@@ -386,6 +423,11 @@ fn write_loop(shared: &Shared, mut file: File) {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         if pending.buf.is_empty() {
+            drop(pending);
+            // Closed: the segment ends at its last record.
+            if let Err(e) = cut_to(&file, end) {
+                fail(shared, format!("writing {}: {e}", shared.dir.display()));
+            }
             break;
         }
         let stopping = shared.stop.load(Ordering::Acquire);
@@ -409,8 +451,8 @@ fn write_loop(shared: &Shared, mut file: File) {
         // The interval runs from the start of one sync to the start of the
         // next: a disk slower than the interval gets syncs back to back.
         last_sync = Some(Instant::now());
-        let result = file
-            .write_all(&spare)
+        let result = zero_fill(&file, &mut zeroed, end + spare.len() as u64)
+            .and_then(|()| file.write_all_at(&spare, end))
             .and_then(|()| file.sync_data())
             .map_err(|e| e.to_string());
         if let Err(e) = result {
@@ -418,6 +460,7 @@ fn write_loop(shared: &Shared, mut file: File) {
             return;
         }
         shared.syncs.fetch_add(1, Ordering::Relaxed);
+        end += spare.len() as u64;
         let rotate = {
             let mut segments = lock(&shared.segments);
             let tail = segments.last_mut().expect("a segment to append to");
@@ -428,9 +471,16 @@ fn write_loop(shared: &Shared, mut file: File) {
         shared.durable_seq.store(last, Ordering::Release);
         shared.durable.notify_waiters();
         if rotate {
+            // Cut before the next segment exists: only the newest may end
+            // in zeros.
+            if let Err(e) = cut_to(&file, end) {
+                fail(shared, format!("writing {}: {e}", shared.dir.display()));
+                return;
+            }
             match files::start_segment(&shared.dir, last + 1) {
                 Ok((next, path)) => {
                     file = next;
+                    (end, zeroed) = (0, 0);
                     lock(&shared.segments).push(Segment {
                         first_seq: last + 1,
                         path,

@@ -3,27 +3,53 @@
 //!
 //! The reader goes to the files, not to a copy in memory: the journal may
 //! hold far more than memory should (everything a handler that is down has
-//! not taken), and what was just written is in the page cache anyway.
+//! not taken), and what was just written is in the page cache anyway. It
+//! reads a segment in large chunks, never past what is durable: beyond that
+//! lies the writer's zero-filled space, or records not yet synced.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{JournalError, Malformed, Segment, Shared, decode, io_error, lock};
 use crate::delta::Delta;
 
+impl OpenSegment {
+    /// `need` bytes from `at` on (fewer where the durable part ends first),
+    /// read from the file when the buffer does not hold them.
+    fn bytes(&mut self, need: usize, durable_len: u64) -> Result<&[u8], JournalError> {
+        let end = (self.at + need as u64).min(durable_len);
+        let buffered = self.buf_at + self.buf.len() as u64;
+        if self.at < self.buf_at || end > buffered {
+            let len = (durable_len - self.at).min(CHUNK.max(need) as u64) as usize;
+            self.buf.resize(len, 0);
+            self.file
+                .read_exact_at(&mut self.buf, self.at)
+                .map_err(io_error(&self.segment.path))?;
+            self.buf_at = self.at;
+        }
+        let from = (self.at - self.buf_at) as usize;
+        Ok(&self.buf[from..(end - self.buf_at) as usize])
+    }
+}
+
 /// Reads entries from a sequence number on.
 pub struct Reader {
     shared: Arc<Shared>,
     next: u64,
     open: Option<OpenSegment>,
-    buf: Vec<u8>,
 }
+
+/// Bytes read from a segment at a time.
+const CHUNK: usize = 256 << 10;
 
 struct OpenSegment {
     segment: Segment,
-    file: BufReader<File>,
+    file: File,
+    /// What was read last, from the file offset `buf_at` on.
+    buf: Vec<u8>,
+    buf_at: u64,
     /// Offset of the next record.
     at: u64,
     /// Sequence number of the record at `at`.
@@ -36,7 +62,6 @@ impl Reader {
             shared,
             next,
             open: None,
-            buf: Vec::with_capacity(256),
         }
     }
 
@@ -81,13 +106,13 @@ impl Reader {
                     return Ok(None);
                 };
                 drop(segments);
-                let mut file = File::open(&segment.path).map_err(io_error(&segment.path))?;
-                file.seek(SeekFrom::Start(0))
-                    .map_err(io_error(&segment.path))?;
+                let file = File::open(&segment.path).map_err(io_error(&segment.path))?;
                 self.open = Some(OpenSegment {
                     seq: segment.first_seq,
                     segment,
-                    file: BufReader::with_capacity(256 << 10, file),
+                    file,
+                    buf: Vec::new(),
+                    buf_at: 0,
                     at: 0,
                 });
             }
@@ -108,17 +133,15 @@ impl Reader {
                 }
                 return Ok(None);
             }
-            self.buf.resize(8, 0);
-            open.file
-                .read_exact(&mut self.buf[..8])
-                .map_err(io_error(&open.segment.path))?;
-            let body = u32::from_le_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
-            self.buf.resize(8 + body.min(4096), 0);
-            open.file
-                .read_exact(&mut self.buf[8..])
-                .map_err(io_error(&open.segment.path))?;
             let offset = open.at;
-            match decode(&self.buf) {
+            let header = open.bytes(8, durable_len)?;
+            let body = header.get(..4).map_or(0, |b| {
+                u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+            });
+            // A record cut short or longer than any is corruption; decode
+            // says which.
+            let decoded = decode(open.bytes(8 + body.min(4096), durable_len)?);
+            match decoded {
                 Ok((delta, len)) => {
                     open.at += len as u64;
                     open.seq = delta.seq + 1;

@@ -205,3 +205,74 @@ fn a_missing_parent_is_an_error_naming_the_path() {
     let e = Journal::open(&dir, Duration::ZERO, SEGMENT_BYTES).unwrap_err();
     assert!(e.to_string().contains("no/such/dir"), "{e}");
 }
+
+/// The segment's one file in `dir`.
+fn segment_file(dir: &Path) -> PathBuf {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    logs.pop().unwrap()
+}
+
+#[test]
+fn the_zero_filled_space_ahead_of_the_records_is_cut_at_close_and_after_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    let rt = runtime();
+    let o = open(&dir);
+    // More than a reader's chunk (256 KiB), read while the writer goes on.
+    for n in 1..=2000 {
+        o.journal.append(&mut delta(n)).unwrap();
+    }
+    rt.block_on(o.journal.durable(2000)).unwrap();
+    let mut out = Vec::new();
+    let mut reader = o.journal.reader(1);
+    while reader.read(700, &mut out).unwrap().0 > 0 {}
+    for n in 2001..=3000 {
+        o.journal.append(&mut delta(n)).unwrap();
+    }
+    rt.block_on(o.journal.durable(3000)).unwrap();
+    while reader.read(700, &mut out).unwrap().0 > 0 {}
+    let seqs: Vec<u64> = out.iter().map(|d| d.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=3000).collect::<Vec<_>>(),
+        "never a zero read as a record"
+    );
+
+    // Open, the file runs past its records into zeros.
+    let records = 3000 * RECORD_LEN as u64;
+    let file = segment_file(&dir);
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        len > records,
+        "{len} bytes for {records} of records: nothing zero-filled"
+    );
+    let tail = std::fs::read(&file).unwrap().split_off(records as usize);
+    assert!(tail.iter().all(|&b| b == 0));
+
+    // A crash leaves them: a copy of the directory as a killed process
+    // would leave it opens with nothing cut as torn and every entry back.
+    let crashed = tmp.path().join("crashed");
+    std::fs::create_dir(&crashed).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, crashed.join(path.file_name().unwrap())).unwrap();
+    }
+    let c = open(&crashed);
+    assert_eq!((c.last_seq, c.truncated), (3000, 0));
+    assert_eq!(read_all(&c.journal, 1).len(), 3000);
+    assert_eq!(c.journal.append(&mut delta(3001)).unwrap(), 3001);
+    rt.block_on(c.journal.durable(3001)).unwrap();
+    drop(c);
+    let c = open(&crashed);
+    assert_eq!((c.last_seq, c.truncated), (3001, 0));
+    drop(c);
+
+    // A close cuts them.
+    drop(o);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), records);
+}
