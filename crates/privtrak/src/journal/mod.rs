@@ -442,7 +442,8 @@ fn write_loop(shared: &Shared, mut file: File, mut end: u64) {
         let stopping = shared.stop.load(Ordering::Acquire);
         drop(pending);
         // Group commit: let announces gather until the interval since the
-        // previous sync began has passed (not when stopping: flush now).
+        // previous sync began has passed or a group is full (not when
+        // stopping: flush now).
         let interval = Duration::from_nanos(shared.sync_interval_ns.load(Ordering::Relaxed));
         if let Some(at) = last_sync
             && !stopping
