@@ -259,7 +259,7 @@ impl Sql {
                 "INSERT INTO {schema}.batches (journal, part, first_seq, last_seq, deltas)
                  SELECT $1, p, f, $4, d FROM unnest($2::int2[], $3::int8[], $5::int4[]) AS u(p, f, d)",
             ),
-                    }
+        }
     }
 }
 

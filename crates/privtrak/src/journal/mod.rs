@@ -435,7 +435,7 @@ fn write_loop(shared: &Shared, mut file: File, mut end: u64) {
             drop(pending);
             // Closed: the segment ends at its last record.
             if let Err(e) = cut_to(&file, end) {
-                fail(shared, format!("writing {}: {e}", shared.dir.display()));
+                fail_writing(shared, &e);
             }
             break;
         }
@@ -474,10 +474,9 @@ fn write_loop(shared: &Shared, mut file: File, mut end: u64) {
         last_sync = Some(Instant::now());
         let result = zero_fill(&file, &mut zeroed, end + spare.len() as u64)
             .and_then(|()| file.write_all_at(&spare, end))
-            .and_then(|()| file.sync_data())
-            .map_err(|e| e.to_string());
+            .and_then(|()| file.sync_data());
         if let Err(e) = result {
-            fail(shared, format!("writing {}: {e}", shared.dir.display()));
+            fail_writing(shared, &e);
             return;
         }
         shared.syncs.fetch_add(1, Ordering::Relaxed);
@@ -495,7 +494,7 @@ fn write_loop(shared: &Shared, mut file: File, mut end: u64) {
             // Cut before the next segment exists: only the newest may end
             // in zeros.
             if let Err(e) = cut_to(&file, end) {
-                fail(shared, format!("writing {}: {e}", shared.dir.display()));
+                fail_writing(shared, &e);
                 return;
             }
             match files::start_segment(&shared.dir, last + 1) {
@@ -515,6 +514,11 @@ fn write_loop(shared: &Shared, mut file: File, mut end: u64) {
             }
         }
     }
+}
+
+/// A write, sync or cut of the journal's files failed.
+fn fail_writing(shared: &Shared, e: &dyn std::fmt::Display) {
+    fail(shared, format!("writing {}: {e}", shared.dir.display()));
 }
 
 fn fail(shared: &Shared, why: String) {
