@@ -37,6 +37,7 @@ fn main() {
         site_user,
         upload_factor: 2.0,
         download_factor: 0.0,
+        baseline_unknown: false,
     };
     let mut two = Vec::new();
     privtrak::journal::encode(&delta(1, Some("10.1.2.3:6881"), Some(-5)), &mut two);

@@ -222,6 +222,75 @@ fn transfers_are_exact_through_a_thirty_second_database_outage_under_load() {
     assert_eq!(db_totals(&s.pg), truth);
 }
 
+/// A new machine (no journal, no snapshot) started while the database is
+/// down, with `start_without_database`: announces are served and journaled,
+/// a SIGKILL while the database is still down loses nothing, and once the
+/// database is back karuta merges the baselines it holds and credits what
+/// the clients reported meanwhile against them — exactly, without a restart.
+#[test]
+fn a_new_machine_started_while_the_database_is_down_is_exact_once_it_is_back() {
+    let mut s = setup("pg-late");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    support::write_config(
+        &s.config,
+        &text.replace(
+            "statement_timeout: 5s",
+            "statement_timeout: 5s\n            start_without_database: true",
+        ),
+    );
+    let mut clients = clients();
+    // The old machine: every client has a baseline in the database.
+    let mut k = Karuta::start(&s.config);
+    drive(
+        &mut clients,
+        s.tracker,
+        Duration::from_secs(4),
+        5,
+        |_| {},
+        |_| Duration::from_millis(100),
+    );
+    assert_eq!(k.stop(), Some(0), "{}", k.log());
+    assert_ne!(s.pg.psql("SELECT count(*) FROM karuta.peers"), "0");
+    std::fs::remove_dir_all(s.dir.join("journal")).unwrap();
+    s.pg.stop_fast();
+    let k = std::sync::Mutex::new(Karuta::start(&s.config));
+    let pg = std::sync::Mutex::new(&mut s.pg);
+    let started = Instant::now();
+    let mut phase = 0;
+    let truth = drive(
+        &mut clients,
+        s.tracker,
+        Duration::from_secs(14),
+        6,
+        |_| {
+            let at = started.elapsed();
+            if phase == 0 && at >= Duration::from_secs(3) {
+                let mut k = k.lock().unwrap();
+                k.signal(libc::SIGKILL);
+                k.wait_exit(Duration::from_secs(5));
+                *k = Karuta::start(&s.config);
+                phase = 1;
+            } else if phase == 1 && at >= Duration::from_secs(6) {
+                pg.lock().unwrap().restart();
+                phase = 2;
+            }
+        },
+        |_| Duration::from_millis(250),
+    );
+    assert_eq!(phase, 2, "the database never came back");
+    let mut k = k.into_inner().unwrap();
+    k.wait_for("the handler's baselines restored");
+    let failed: u64 = clients.iter().map(|c| c.failed).sum();
+    let answered: u64 = clients.iter().map(|c| c.answered).sum();
+    assert!(answered > 300, "{answered} announces answered");
+    assert_eq!(k.stop(), Some(0), "{}", k.log());
+    assert_eq!(
+        db_totals(&s.pg),
+        truth,
+        "{answered} answered, {failed} failed"
+    );
+}
+
 #[test]
 fn a_private_swarm_of_real_clients_is_in_karuta_transfers() {
     harness::require_clients(false);

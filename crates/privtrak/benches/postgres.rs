@@ -59,6 +59,7 @@ fn delta(k: u64, seq: u64) -> Delta {
         site_user: None,
         upload_factor: 1.0,
         download_factor: 1.0,
+        baseline_unknown: false,
     }
 }
 

@@ -66,6 +66,7 @@ fn delta(n: u64) -> Delta {
         site_user: n.is_multiple_of(3).then_some(n as i64 + 100),
         upload_factor: 1.0,
         download_factor: 1.0,
+        baseline_unknown: false,
     }
 }
 

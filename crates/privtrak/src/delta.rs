@@ -128,6 +128,13 @@ pub struct Delta {
     /// stay as reported.
     pub upload_factor: f32,
     pub download_factor: f32,
+    /// privtrak had no record of this peer while it did not yet hold the
+    /// handler's baselines (it started without the handler and without a
+    /// snapshot of its own): the delta credits nothing, and a handler that
+    /// keeps baselines credits `total_*` against the one it stored, by the
+    /// same rules ([`credit_against`]). Also set on a `stopped` of such a
+    /// peer, which is then delivered so the stored baseline goes.
+    pub baseline_unknown: bool,
 }
 
 impl Delta {
@@ -236,6 +243,31 @@ pub(crate) fn account(prev: Option<&Baseline>, r: &Report, lifetime: u32) -> Out
     }
 }
 
+/// What a delta with [`Delta::baseline_unknown`] credits against `stored`,
+/// the baseline a handler kept for its peer: the rules of every announce,
+/// the delta's reported totals against the stored ones, the time capped at
+/// `lifetime` seconds (privtrak's `peer_lifetime`). The delta, credited.
+pub fn credit_against(d: &Delta, stored: &Baseline, lifetime: u32) -> Delta {
+    let report = Report {
+        event: d.event,
+        uploaded: d.total_uploaded,
+        downloaded: d.total_downloaded,
+        left: d.left,
+        now: (d.reported_at_ms() / 1000).min(u64::from(u32::MAX)) as u32,
+    };
+    let credit = account(Some(stored), &report, lifetime)
+        .credit
+        .unwrap_or_default();
+    Delta {
+        uploaded: credit.uploaded,
+        downloaded: credit.downloaded,
+        seed_seconds: credit.seed_seconds,
+        leech_seconds: credit.leech_seconds,
+        baseline_unknown: false,
+        ..d.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +307,54 @@ mod tests {
 
     use DeltaEvent::{Completed, Paused, Started, Stopped};
     const NONE: DeltaEvent = DeltaEvent::None;
+
+    #[test]
+    fn a_delta_of_an_unknown_peer_is_credited_against_a_stored_baseline() {
+        let stored = Baseline {
+            uploaded: 1000,
+            downloaded: 400,
+            last_seen: 1_000,
+            seeding: true,
+        };
+        let d = |event, up, down| Delta {
+            seq: 9,
+            user: UserId([1; 16]),
+            info_hash: InfoHash([2; 20]),
+            peer_id: PeerId([3; 20]),
+            addr: None,
+            event,
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            seed_seconds: 0,
+            leech_seconds: 0,
+            reported_at: UNIX_EPOCH + Duration::from_secs(1_060),
+            total_uploaded: up,
+            total_downloaded: down,
+            site_user: None,
+            upload_factor: 1.0,
+            download_factor: 1.0,
+            baseline_unknown: true,
+        };
+        let c = credit_against(&d(NONE, 1500, 450), &stored, LIFE);
+        assert_eq!(
+            (c.uploaded, c.downloaded, c.seed_seconds, c.leech_seconds),
+            (500, 50, 60, 0)
+        );
+        assert!(!c.baseline_unknown);
+        // A stop delivers its last bytes; a new session and a counter that
+        // went back credit nothing, as for any announce.
+        let c = credit_against(&d(Stopped, 1200, 400), &stored, LIFE);
+        assert_eq!((c.uploaded, c.downloaded, c.event), (200, 0, Stopped));
+        assert_eq!(
+            credit_against(&d(Started, 1500, 450), &stored, LIFE).uploaded,
+            0
+        );
+        assert_eq!(
+            credit_against(&d(NONE, 900, 450), &stored, LIFE).downloaded,
+            0
+        );
+    }
 
     // privtrak's four chains (its README and tests), with karuta's results.
 

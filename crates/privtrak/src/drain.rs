@@ -114,7 +114,7 @@ async fn learn_position(
 ) -> Option<u64> {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match p.handler.applied_through(p.journal.id()).await {
+        let error = match p.handler.applied_through(p.journal.id()).await {
             Ok(applied) if applied > p.journal.last_seq() => {
                 tracing::error!(
                     applied,
@@ -123,6 +123,15 @@ async fn learn_position(
                 );
                 return None;
             }
+            // A start without the handler merges its baselines first, as of
+            // the position it just gave (nothing is handed over before).
+            Ok(_) if p.baselines_pending() => match p.merge_handler_baselines().await {
+                Ok(()) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "privtrak: the handler answered but its baselines could not be read; retrying");
+                    e
+                }
+            },
             Ok(applied) => {
                 tracing::info!(applied, "privtrak: the handler answered; handing over");
                 p.metrics.set_failing(None);
@@ -134,14 +143,15 @@ async fn learn_position(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "privtrak: the handler is still unreachable");
-                p.metrics.set_failing(Some(e.to_string()));
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return None,
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                e
             }
+        };
+        p.metrics.set_failing(Some(error.to_string()));
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return None,
         }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

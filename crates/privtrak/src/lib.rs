@@ -80,7 +80,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 pub use config::{ByteSize, PrivtrakConfig};
-pub use delta::{Baseline, Delta, DeltaEvent};
+pub use delta::{Baseline, Delta, DeltaEvent, credit_against};
 pub use handler::{Batch, BatchId, DeltaHandler, HandlerError, HandlerFuture};
 pub use hook::PrivtrakHook;
 pub use journal::JournalId;
@@ -126,7 +126,13 @@ pub fn register(registry: &mut Registry) {
         |config: PrivtrakConfig| config,
         |config: &PrivtrakConfig| {
             let handler = config.handler.clone();
-            Box::pin(async move { handler.build().await.map_err(|e| e.within("handler")) })
+            let lifetime = config.peer_lifetime.0;
+            Box::pin(async move {
+                handler
+                    .build(lifetime)
+                    .await
+                    .map_err(|e| e.within("handler"))
+            })
         },
     );
 }

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::PrivtrakConfig;
-use crate::delta::{Delta, Report, account as credit_of};
-use crate::handler::{DeltaHandler, baseline_after};
+use crate::delta::{Credit, Delta, DeltaEvent, Report, account as credit_of};
+use crate::handler::{DeltaHandler, HandlerError, baseline_after};
 use crate::journal::snapshot;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
@@ -147,6 +147,12 @@ pub struct Privtrak {
     /// expired for a peer lifetime after it, since their peers could not
     /// announce while the tracker was down.
     pub(crate) started_at: u32,
+    /// Set while the handler keeps baselines that are not merged in yet: it
+    /// did not answer at open and there was no local snapshot. New peers are
+    /// then journaled with [`Delta::baseline_unknown`], closes are
+    /// remembered, and no snapshot is written (it would lack those
+    /// baselines); the drain merges them when the handler answers.
+    pub(crate) baselines_pending: AtomicBool,
     pub(crate) stop: watch::Sender<bool>,
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -196,6 +202,7 @@ impl Privtrak {
             });
         }
         let records = Records::new(config.shard_count);
+
         let put = |r: crate::records::PeerRecord| {
             records.update(r.user, &r.info_hash, &r.peer_id, |_, _| {
                 (Some(r.baseline), ())
@@ -210,6 +217,10 @@ impl Privtrak {
             restored += 1;
             put(r)
         })?;
+        let baselines_pending = handler.keeps_baselines() && applied.is_none() && header.is_none();
+        if baselines_pending {
+            records.track_closed();
+        }
         let replay_from = match (header, applied) {
             (Some(h), _) => {
                 snapshot_through = h.through;
@@ -254,8 +265,8 @@ impl Privtrak {
                 }
                 if d.seq >= replay_from {
                     replayed += 1;
-                    records.update(d.user, &d.info_hash, &d.peer_id, |_, _| {
-                        (baseline_after(d), ())
+                    records.update_journaled(d.user, &d.info_hash, &d.peer_id, |_, _| {
+                        (baseline_after(d), d.event.closes(), ())
                     });
                 }
             }
@@ -285,6 +296,7 @@ impl Privtrak {
             acked_through: AtomicU64::new(applied.unwrap_or(0)),
             first_seq: opened.first_seq,
             started_at: unix_secs(SystemTime::now()),
+            baselines_pending: AtomicBool::new(baselines_pending),
             stop,
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
@@ -309,6 +321,37 @@ impl Privtrak {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = tasks;
         Ok(privtrak)
+    }
+
+    /// Merges the handler's baselines in, for a start that could not load
+    /// them (see `baselines_pending`): each peer privtrak has no record of
+    /// and has not seen close gets its stored baseline. Called by the drain
+    /// when the handler first answers, before it hands anything over, so the
+    /// stored baselines are those of the position it answered.
+    pub(crate) async fn merge_handler_baselines(&self) -> Result<(), HandlerError> {
+        let started = Instant::now();
+        let (mut loaded, mut added) = (0u64, 0u64);
+        let mut sink = |r: crate::records::PeerRecord| {
+            loaded += 1;
+            added += u64::from(self.records.insert_absent(&r));
+        };
+        self.handler
+            .load_baselines(self.journal.id(), &mut sink)
+            .await?;
+        self.baselines_pending.store(false, Ordering::Release);
+        self.records.untrack_closed();
+        tracing::info!(
+            loaded,
+            added,
+            took_ms = started.elapsed().as_millis() as u64,
+            "privtrak: the handler's baselines restored (it was unreachable at start)"
+        );
+        Ok(())
+    }
+
+    /// Whether the handler's baselines are still to be merged in.
+    pub fn baselines_pending(&self) -> bool {
+        self.baselines_pending.load(Ordering::Acquire)
     }
 
     pub(crate) fn settings(&self) -> Arc<Settings> {
@@ -357,18 +400,24 @@ impl Privtrak {
             account.download_factor
         };
         self.records
-            .update(user, &req.info_hash, &peer.id, |prev, on_torrent| {
+            .update_journaled(user, &req.info_hash, &peer.id, |prev, on_torrent| {
                 // A stopped announce of an unknown peer records nothing anyway.
                 if prev.is_none()
                     && limit > 0
                     && on_torrent >= limit
-                    && report.event != crate::delta::DeltaEvent::Stopped
+                    && report.event != DeltaEvent::Stopped
                 {
-                    return (None, Err(NotRecorded::TooManyPeers));
+                    return (None, false, Err(NotRecorded::TooManyPeers));
                 }
+                // The handler may hold a baseline privtrak has not merged in:
+                // it credits this one (a stop of such a peer too, and its
+                // stored baseline goes).
+                let unknown = prev.is_none() && self.baselines_pending.load(Ordering::Acquire);
                 let outcome = credit_of(prev, &report, settings.peer_lifetime);
-                let Some(credit) = outcome.credit else {
-                    return (outcome.next, Ok(Recorded::Nothing));
+                let credit = match outcome.credit {
+                    Some(credit) => credit,
+                    None if unknown && report.event == DeltaEvent::Stopped => Credit::default(),
+                    None => return (outcome.next, false, Ok(Recorded::Nothing)),
                 };
                 let mut delta = Delta {
                     seq: 0,
@@ -388,11 +437,16 @@ impl Privtrak {
                     site_user: account.site_user,
                     upload_factor: account.upload_factor,
                     download_factor,
+                    baseline_unknown: unknown,
                 };
                 match self.journal.append(&mut delta) {
-                    Ok(seq) => (outcome.next, Ok(Recorded::Pending(seq))),
+                    Ok(seq) => (
+                        outcome.next,
+                        report.event.closes(),
+                        Ok(Recorded::Pending(seq)),
+                    ),
                     // Not journaled: the baseline must not move.
-                    Err(e) => (prev.copied(), Err(NotRecorded::Failed(e))),
+                    Err(e) => (prev.copied(), false, Err(NotRecorded::Failed(e))),
                 }
             })
     }
@@ -498,10 +552,16 @@ impl Privtrak {
                 );
             }
         }
-        match upkeep::snapshot(self).await {
-            Ok(count) => tracing::info!(records = count, "privtrak snapshot written"),
-            Err(e) => {
-                tracing::error!(error = %e, "privtrak: the snapshot at stop failed; the next start replays the journal")
+        if self.baselines_pending() {
+            tracing::warn!(
+                "privtrak: no snapshot at stop: the handler's baselines were never merged in (it did not answer); the next start restores them from it"
+            );
+        } else {
+            match upkeep::snapshot(self).await {
+                Ok(count) => tracing::info!(records = count, "privtrak snapshot written"),
+                Err(e) => {
+                    tracing::error!(error = %e, "privtrak: the snapshot at stop failed; the next start replays the journal")
+                }
             }
         }
         let pending = self.pending();

@@ -58,9 +58,25 @@ impl Rec {
     }
 }
 
+/// A peer's full key, as the closed set remembers it.
+type Key = (UserId, [u8; 20], [u8; 20]);
+
 #[derive(Default)]
 struct Shard {
     users: HashMap<UserId, Vec<Rec>>,
+    /// While the handler's baselines are still to be merged in (see
+    /// [`Records::track_closed`]): the peers whose records closed since the
+    /// start, so the merge does not bring back a baseline the database still
+    /// holds only because it has not applied the close yet.
+    closed: Option<hashbrown::HashSet<Key>>,
+}
+
+impl Shard {
+    fn remember_closed(&mut self, user: UserId, info_hash: &InfoHash, peer_id: &PeerId) {
+        if let Some(closed) = &mut self.closed {
+            closed.insert((user, info_hash.0, peer_id.0));
+        }
+    }
 }
 
 /// A record as a snapshot or an expiry sees it.
@@ -121,7 +137,35 @@ impl Records {
         peer_id: &PeerId,
         f: impl FnOnce(Option<&Baseline>, usize) -> (Option<Baseline>, R),
     ) -> R {
+        self.update_journaled(user, info_hash, peer_id, |prev, on_torrent| {
+            let (next, out) = f(prev, on_torrent);
+            (next, false, out)
+        })
+    }
+
+    /// [`update`](Self::update) for a caller that journals: `f` also says
+    /// whether it journaled a close of the peer (a `stopped`, an expiry),
+    /// which the closed set remembers even when there was no record.
+    pub fn update_journaled<R>(
+        &self,
+        user: UserId,
+        info_hash: &InfoHash,
+        peer_id: &PeerId,
+        f: impl FnOnce(Option<&Baseline>, usize) -> (Option<Baseline>, bool, R),
+    ) -> R {
         let mut shard = self.lock(self.shard_index(&user));
+        self.update_in(&mut shard, user, info_hash, peer_id, f)
+    }
+
+    /// [`update_journaled`](Self::update_journaled) in a shard already locked.
+    fn update_in<R>(
+        &self,
+        shard: &mut Shard,
+        user: UserId,
+        info_hash: &InfoHash,
+        peer_id: &PeerId,
+        f: impl FnOnce(Option<&Baseline>, usize) -> (Option<Baseline>, bool, R),
+    ) -> R {
         let torrent = self.torrents.get(info_hash);
         let on_torrent = match (torrent, shard.users.get(&user)) {
             (Some(t), Some(recs)) => {
@@ -134,7 +178,7 @@ impl Records {
             && let Some(recs) = shard.users.get_mut(&user)
             && let Ok(i) = recs.binary_search_by(|r| r.key().cmp(&(t.0, peer_id.0)))
         {
-            let (next, out) = f(Some(&recs[i].baseline()), on_torrent);
+            let (next, _, out) = f(Some(&recs[i].baseline()), on_torrent);
             match next {
                 Some(b) => recs[i].set(&b),
                 None => {
@@ -143,11 +187,15 @@ impl Records {
                         shard.users.remove(&user);
                     }
                     self.torrents.release(t);
+                    shard.remember_closed(user, info_hash, peer_id);
                 }
             }
             return out;
         }
-        let (next, out) = f(None, on_torrent);
+        let (next, closed, out) = f(None, on_torrent);
+        if closed {
+            shard.remember_closed(user, info_hash, peer_id);
+        }
         if let Some(b) = next {
             let torrent = self.torrents.acquire(info_hash);
             let recs = shard.users.entry(user).or_default();
@@ -196,7 +244,9 @@ impl Records {
     ) -> usize {
         let mut count = 0;
         for i in 0..self.shards.len() {
-            let mut shard = self.lock(i);
+            let mut guard = self.lock(i);
+            let shard = &mut *guard;
+            let closed = &mut shard.closed;
             shard.users.retain(|user, recs| {
                 recs.retain(|r| {
                     let baseline = r.baseline();
@@ -204,12 +254,16 @@ impl Records {
                         return true;
                     }
                     let torrent = TorrentId(r.torrent);
+                    let info_hash = self.torrents.info_hash(torrent);
                     removed(&PeerRecord {
                         user: *user,
-                        info_hash: self.torrents.info_hash(torrent),
+                        info_hash,
                         peer_id: PeerId(r.peer_id),
                         baseline,
                     });
+                    if let Some(closed) = closed.as_mut() {
+                        closed.insert((*user, info_hash.0, r.peer_id));
+                    }
                     self.torrents.release(torrent);
                     count += 1;
                     false
@@ -221,6 +275,46 @@ impl Records {
             });
         }
         count
+    }
+
+    /// From now on remembers the peers whose records close, until
+    /// [`untrack_closed`](Self::untrack_closed): for a start that merges
+    /// the handler's baselines in later ([`insert_absent`](Self::insert_absent)).
+    pub fn track_closed(&self) {
+        for i in 0..self.shards.len() {
+            self.lock(i).closed = Some(hashbrown::HashSet::new());
+        }
+    }
+
+    /// Forgets the closed peers and stops remembering them.
+    pub fn untrack_closed(&self) {
+        for i in 0..self.shards.len() {
+            self.lock(i).closed = None;
+        }
+    }
+
+    /// Adds `r` unless its peer has a record or closed since
+    /// [`track_closed`](Self::track_closed): what privtrak knows of a peer
+    /// is newer than any stored baseline. Whether it was added.
+    pub fn insert_absent(&self, r: &PeerRecord) -> bool {
+        let mut shard = self.lock(self.shard_index(&r.user));
+        if shard
+            .closed
+            .as_ref()
+            .is_some_and(|c| c.contains(&(r.user, r.info_hash.0, r.peer_id.0)))
+        {
+            return false;
+        }
+        self.update_in(
+            &mut shard,
+            r.user,
+            &r.info_hash,
+            &r.peer_id,
+            |prev, _| match prev {
+                Some(b) => (Some(*b), false, false),
+                None => (Some(r.baseline), false, true),
+            },
+        )
     }
 
     /// Visits every record, one shard at a time (a snapshot).
@@ -341,6 +435,65 @@ mod tests {
                 baseline: b(15, 2)
             }]
         );
+    }
+
+    #[test]
+    fn a_late_merge_adds_only_peers_neither_held_nor_closed() {
+        let r = Records::new(2);
+        let t = InfoHash([1; 20]);
+        let rec = |user: u8, peer: u8, up: u64| PeerRecord {
+            user: UserId([user; 16]),
+            info_hash: t,
+            peer_id: PeerId([peer; 20]),
+            baseline: b(up, 1),
+        };
+        r.track_closed();
+        // Held: announced since the start.
+        r.update(UserId([1; 16]), &t, &PeerId([1; 20]), |_, _| {
+            (Some(b(500, 2)), ())
+        });
+        // Closed since the start: held, then stopped.
+        r.update(UserId([1; 16]), &t, &PeerId([2; 20]), |_, _| {
+            (Some(b(10, 2)), ())
+        });
+        r.update(UserId([1; 16]), &t, &PeerId([2; 20]), |_, _| (None, ()));
+        // Closed without a record (a journaled stop of an unknown peer).
+        r.update_journaled(UserId([2; 16]), &t, &PeerId([3; 20]), |_, _| {
+            (None, true, ())
+        });
+        // Expired by the collector.
+        r.update(UserId([2; 16]), &t, &PeerId([4; 20]), |_, _| {
+            (Some(b(7, 0)), ())
+        });
+        assert_eq!(r.remove_where(|b| b.last_seen == 0, |_| {}), 1);
+        // Refused, nothing journaled: not closed.
+        r.update_journaled(UserId([2; 16]), &t, &PeerId([5; 20]), |_, _| {
+            (None, false, ())
+        });
+        let added: Vec<bool> = [
+            rec(1, 1, 100),
+            rec(1, 2, 100),
+            rec(2, 3, 100),
+            rec(2, 4, 100),
+            rec(2, 5, 100),
+            rec(3, 6, 100),
+        ]
+        .iter()
+        .map(|x| r.insert_absent(x))
+        .collect();
+        assert_eq!(added, [false, false, false, false, true, true]);
+        assert_eq!(
+            r.get(UserId([1; 16]), &t, &PeerId([1; 20])),
+            Some(b(500, 2))
+        );
+        assert_eq!(
+            r.get(UserId([3; 16]), &t, &PeerId([6; 20])),
+            Some(b(100, 1))
+        );
+        // Once merged, closes are no longer remembered.
+        r.untrack_closed();
+        r.update(UserId([3; 16]), &t, &PeerId([6; 20]), |_, _| (None, ()));
+        assert!(r.insert_absent(&rec(3, 6, 200)));
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub(crate) async fn run(p: Arc<Privtrak>, mut stop: tokio::sync::watch::Receiver
             p.metrics.set_counts(records, users, bytes);
             next_report = now + settings.reporting_interval;
         }
-        if now >= next_snapshot {
+        // Not while the handler's baselines are still to be merged in: a
+        // start from such a snapshot would never merge them.
+        if now >= next_snapshot && !p.baselines_pending() {
             match snapshot(&p).await {
                 Ok(count) => tracing::debug!(records = count, "privtrak snapshot written"),
                 Err(e) => {
@@ -85,6 +87,7 @@ pub(crate) fn collect_garbage(p: &Privtrak) -> usize {
                 site_user: None,
                 upload_factor: 1.0,
                 download_factor: 1.0,
+                baseline_unknown: false,
             };
             // A failed journal refuses everything; the record comes back
             // from the journal at the next start and expires then.

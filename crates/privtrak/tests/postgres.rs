@@ -501,3 +501,119 @@ async fn an_unreachable_database_fails_the_start_naming_the_url_but_never_the_pa
     let e = h.applied_through(J1).await.unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
+
+/// A TCP proxy to `to` that refuses connections (accepts and closes them)
+/// until the flag it returns is set: a database that is away, then back.
+async fn database_away(to: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let back = Arc::new(AtomicBool::new(false));
+    let is_back = Arc::clone(&back);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if !is_back.load(Ordering::SeqCst) {
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, back)
+}
+
+/// A new machine (no journal, no snapshot) starts while the database is
+/// away: announces are served, and once it answers the baselines it holds
+/// are merged in and the bytes reported meanwhile are credited against them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_without_the_database_restores_from_it_once_it_answers() {
+    let url = new_database();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = PrivtrakConfig {
+        max_peers_per_user_torrent: 0,
+        ..privtrak_config(tmp.path())
+    };
+    let h = Arc::new(PostgresHandler::open(&options(&url)).await.unwrap());
+    let p = Privtrak::open(&c, h).await.unwrap();
+    for (peer, up) in [(1, 1000), (2, 500), (3, 300), (4, 200)] {
+        p.announce(ALICE, &announce(peer, Event::Started, 0, 0))
+            .await
+            .unwrap();
+        p.announce(ALICE, &announce(peer, Event::None, up, 400))
+            .await
+            .unwrap();
+    }
+    settle(&p).await;
+    p.shutdown().await;
+    assert_eq!(
+        psql(&url, "SELECT uploaded, downloaded FROM karuta.transfers"),
+        "2000|1600"
+    );
+
+    std::fs::remove_dir_all(&c.journal_path).unwrap();
+    let pg = cluster();
+    let direct = format!("{}:{}", pg.host(), pg.port());
+    let (proxy, back) = database_away(direct.parse().unwrap()).await;
+    let mut o = options(&url.replace(&direct, &proxy.to_string()));
+    o.start_without_database = true;
+    o.database.connect_timeout = ConfigDuration(Duration::from_millis(300));
+    let h = Arc::new(PostgresHandler::open(&o).await.expect("starts"));
+    let p = Privtrak::open(&c, h).await.unwrap();
+    assert!(p.baselines_pending());
+    let ih = InfoHash([9; 20]);
+    // Against the stored 1000 up: +500; then +100 against the new baseline.
+    for up in [1500, 1600] {
+        p.announce(ALICE, &announce(1, Event::None, up, 400))
+            .await
+            .unwrap();
+    }
+    // A stop: +200 against the stored 500, and the stored baseline goes.
+    p.announce(ALICE, &announce(2, Event::Stopped, 700, 400))
+        .await
+        .unwrap();
+    // A new session, and a peer the database never saw: nothing.
+    p.announce(ALICE, &announce(3, Event::Started, 0, 0))
+        .await
+        .unwrap();
+    p.announce(ALICE, &announce(5, Event::None, 10, 0))
+        .await
+        .unwrap();
+    assert_eq!(p.baseline(ALICE, &ih, &PeerId([4; 20])), None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(p.baselines_pending(), "merged while the database was away");
+    assert_eq!(p.acked_through(), 0);
+
+    back.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.baselines_pending() || p.pending() > 0 {
+        assert!(Instant::now() < deadline, "never restored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held = |peer: u8| {
+        p.baseline(ALICE, &ih, &PeerId([peer; 20]))
+            .map(|b| (b.uploaded, b.downloaded))
+    };
+    // Peer 4 did not announce: its stored baseline is back. Peer 2 stopped
+    // while the database was away: not brought back.
+    assert_eq!(held(4), Some((200, 400)));
+    assert_eq!(held(2), None);
+    assert_eq!(held(1), Some((1600, 400)));
+    p.announce(ALICE, &announce(4, Event::None, 300, 400))
+        .await
+        .unwrap();
+    settle(&p).await;
+    assert_eq!(
+        psql(&url, "SELECT uploaded, downloaded FROM karuta.transfers"),
+        "2900|1600"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT string_agg(get_byte(peer_id, 0) || ':' || uploaded, ' ' ORDER BY peer_id) FROM karuta.peers"
+        ),
+        "1:1600 3:0 4:300 5:10"
+    );
+    p.shutdown().await;
+}

@@ -50,8 +50,12 @@ impl HandlerConfig {
         }
     }
 
-    /// Opens the handler (files, connections).
-    pub async fn build(&self) -> Result<Arc<dyn DeltaHandler>, ConfigError> {
+    /// Opens the handler (files, connections). `peer_lifetime` is privtrak's
+    /// (a handler that keeps baselines credits by the same rules).
+    pub async fn build(
+        &self,
+        peer_lifetime: std::time::Duration,
+    ) -> Result<Arc<dyn DeltaHandler>, ConfigError> {
         match self {
             HandlerConfig::Jsonl(c) => {
                 let handler = jsonl::JsonlHandler::open(&c.path)
@@ -61,7 +65,8 @@ impl HandlerConfig {
             HandlerConfig::Postgres(c) => {
                 let handler = postgres::PostgresHandler::open(c)
                     .await
-                    .map_err(|e| e.within("options"))?;
+                    .map_err(|e| e.within("options"))?
+                    .with_peer_lifetime(peer_lifetime);
                 Ok(Arc::new(handler))
             }
         }

@@ -31,7 +31,11 @@
 //! `user_id` is the site's id when `passkey approval` named the user.
 //!
 //! The baselines in `peers` are what a start restores from when privtrak has
-//! no snapshot of its own (a new machine).
+//! no snapshot of its own (a new machine). When such a start could not reach
+//! the database, privtrak journals the peers it did not know with
+//! [`Delta::baseline_unknown`]; the transaction that applies one credits it
+//! against the baseline `peers` held (see [`credit_against`]), so bytes a
+//! client reported while the database was away count all the same.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -48,7 +52,7 @@ use tokio::sync::OnceCell;
 use tracker::ConfigError;
 
 use crate::UserId;
-use crate::delta::{Baseline, Delta, DeltaEvent};
+use crate::delta::{Baseline, Delta, DeltaEvent, credit_against};
 use crate::handler::{BaselineSink, Batch, DeltaHandler, HandlerError, HandlerFuture};
 use crate::journal::JournalId;
 use crate::records::PeerRecord;
@@ -118,6 +122,13 @@ pub struct PostgresHandler {
     schema: OnceCell<()>,
     pruned: Mutex<Option<Instant>>,
     writers: usize,
+    /// privtrak's `peer_lifetime` (seconds): caps the time credited to a
+    /// delta of [`Delta::baseline_unknown`].
+    peer_lifetime: u32,
+}
+
+fn secs(d: Duration) -> u32 {
+    d.as_secs().min(u64::from(u32::MAX)) as u32
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -204,6 +215,7 @@ struct Sql {
     gone: String,
     peers: String,
     record: String,
+    stored: String,
 }
 
 impl Sql {
@@ -259,6 +271,12 @@ impl Sql {
                 "INSERT INTO {schema}.batches (journal, part, first_seq, last_seq, deltas)
                  SELECT $1, p, f, $4, d FROM unnest($2::int2[], $3::int8[], $5::int4[]) AS u(p, f, d)",
             ),
+            stored: db.sql(
+                "SELECT user_key, info_hash, peer_id, uploaded, downloaded, seeding, last_announce
+                 FROM {schema}.peers
+                 JOIN unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS k(user_key, info_hash, peer_id)
+                 USING (user_key, info_hash, peer_id)",
+            ),
         }
     }
 }
@@ -275,6 +293,7 @@ impl PostgresHandler {
             schema: OnceCell::new(),
             pruned: Mutex::new(None),
             writers: config.writers.clamp(1, PARTS),
+            peer_lifetime: secs(crate::PrivtrakConfig::default().peer_lifetime.0),
         };
         match handler.ready().await {
             Ok(()) => {}
@@ -307,6 +326,12 @@ impl PostgresHandler {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Sets privtrak's `peer_lifetime` (the default is privtrak's default).
+    pub fn with_peer_lifetime(mut self, lifetime: Duration) -> Self {
+        self.peer_lifetime = secs(lifetime);
+        self
     }
 
     pub fn database(&self) -> &Database {
@@ -404,6 +429,15 @@ impl PostgresHandler {
             tx.rollback().await.map_err(|e| err(db, &e))?;
             return Ok(true);
         }
+        let credited = match self.credit_unknown(&tx, &todo).await {
+            Ok(credited) => credited,
+            Err(e) if is_conflict(&e) => return Ok(false),
+            Err(e) => return Err(err(db, &e)),
+        };
+        let mut todo: Vec<&Delta> = todo;
+        for (i, d) in &credited {
+            todo[*i] = d;
+        }
         let (transfers, peers) = sum(todo.iter().copied());
         let result = async {
             try_join3(
@@ -434,6 +468,52 @@ impl PostgresHandler {
             Err(e) if is_conflict(&e) => Ok(false),
             Err(e) => Err(err(db, &e)),
         }
+    }
+
+    /// The deltas of `todo` with [`Delta::baseline_unknown`] whose peer has
+    /// a baseline here, credited against it: (index in `todo`, the credited
+    /// delta). Only a peer's first delta in `todo` is looked up: a later one
+    /// follows a delta that replaced or removed the stored baseline.
+    async fn credit_unknown(
+        &self,
+        tx: &database::deadpool_postgres::Transaction<'_>,
+        todo: &[&Delta],
+    ) -> Result<Vec<(usize, Delta)>, database::tokio_postgres::Error> {
+        if !todo.iter().any(|d| d.baseline_unknown) {
+            return Ok(Vec::new());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let unknown: Vec<usize> = (0..todo.len())
+            .filter(|&i| {
+                let d = todo[i];
+                seen.insert((d.user, d.info_hash, d.peer_id)) && d.baseline_unknown
+            })
+            .collect();
+        if unknown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = |f: fn(&Delta) -> &[u8]| -> Vec<&[u8]> {
+            unknown.iter().map(|&i| f(todo[i])).collect()
+        };
+        let (users, hashes, peers) = (
+            keys(|d| &d.user.0),
+            keys(|d| &d.info_hash.0),
+            keys(|d| &d.peer_id.0),
+        );
+        let stored = tx.prepare_cached(&self.sql.stored).await?;
+        let rows = tx.query(&stored, &[&users, &hashes, &peers]).await?;
+        let mut baselines = std::collections::HashMap::with_capacity(rows.len());
+        for r in rows.iter().filter_map(stored_record) {
+            baselines.insert((r.user, r.info_hash, r.peer_id), r.baseline);
+        }
+        Ok(unknown
+            .into_iter()
+            .filter_map(|i| {
+                let d = todo[i];
+                let stored = baselines.get(&(d.user, d.info_hash, d.peer_id))?;
+                Some((i, credit_against(d, stored, self.peer_lifetime)))
+            })
+            .collect())
     }
 
     async fn write_transfers(
@@ -573,6 +653,24 @@ impl PostgresHandler {
     }
 }
 
+/// A `peers` row selected as user_key, info_hash, peer_id, uploaded,
+/// downloaded, seeding, last_announce; `None` for keys of the wrong length.
+fn stored_record(row: &database::tokio_postgres::Row) -> Option<PeerRecord> {
+    let (user, ih, peer): (&[u8], &[u8], &[u8]) = (row.get(0), row.get(1), row.get(2));
+    let at: SystemTime = row.get(6);
+    Some(PeerRecord {
+        user: UserId(user.try_into().ok()?),
+        info_hash: InfoHash(ih.try_into().ok()?),
+        peer_id: PeerId(peer.try_into().ok()?),
+        baseline: Baseline {
+            uploaded: row.get::<_, i64>(3).max(0) as u64,
+            downloaded: row.get::<_, i64>(4).max(0) as u64,
+            seeding: row.get(5),
+            last_seen: crate::privtrak::unix_secs(at),
+        },
+    })
+}
+
 fn is_conflict(e: &database::tokio_postgres::Error) -> bool {
     use database::tokio_postgres::error::SqlState;
     e.code().is_some_and(|c| {
@@ -652,27 +750,10 @@ impl DeltaHandler for PostgresHandler {
             futures_util::pin_mut!(rows);
             let mut count = 0u64;
             while let Some(row) = rows.try_next().await.map_err(|e| err(db, &e))? {
-                let (user, ih, peer): (&[u8], &[u8], &[u8]) = (row.get(0), row.get(1), row.get(2));
-                let (Ok(user), Ok(ih), Ok(peer)) = (
-                    <[u8; 16]>::try_from(user),
-                    <[u8; 20]>::try_from(ih),
-                    <[u8; 20]>::try_from(peer),
-                ) else {
-                    continue;
-                };
-                let at: SystemTime = row.get(6);
-                sink(PeerRecord {
-                    user: UserId(user),
-                    info_hash: InfoHash(ih),
-                    peer_id: PeerId(peer),
-                    baseline: Baseline {
-                        uploaded: row.get::<_, i64>(3).max(0) as u64,
-                        downloaded: row.get::<_, i64>(4).max(0) as u64,
-                        seeding: row.get(5),
-                        last_seen: crate::privtrak::unix_secs(at),
-                    },
-                });
-                count += 1;
+                if let Some(r) = stored_record(&row) {
+                    sink(r);
+                    count += 1;
+                }
             }
             Ok(count)
         })

@@ -4,13 +4,14 @@
 //!
 //! ```text
 //! record  = len: u32 LE (of body) | crc32: u32 LE (of body) | body
-//! body v1 = version: u8 (1) | event: u8 | flags: u8 (1: has address, 2: IPv6) | 0: u8
+//! body v1 = version: u8 (1) | event: u8
+//!           | flags: u8 (1: has address, 2: IPv6, 4: site user, 8: baseline unknown) | 0: u8
 //!           | seq: u64 | reported_at: u64 (unix ms)
 //!           | user: [16] | info_hash: [20] | peer_id: [20] | ip: [16] | port: u16
 //!           | uploaded: u64 | downloaded: u64 | left: u64
 //!           | seed_seconds: u32 | leech_seconds: u32
 //!           | total_uploaded: u64 | total_downloaded: u64
-//!           | site_user: i64 (flags 4: present) | upload_factor: f32 | download_factor: f32
+//!           | site_user: i64 (0 unless flags 4) | upload_factor: f32 | download_factor: f32
 //! ```
 //!
 //! Integers are little-endian. A later version may append fields; a reader
@@ -33,6 +34,7 @@ const MAX_BODY: usize = 4096;
 const HAS_ADDR: u8 = 1;
 const IPV6: u8 = 2;
 const HAS_SITE_USER: u8 = 4;
+const BASELINE_UNKNOWN: u8 = 8;
 
 /// Appends the record of `d` to `out`.
 pub fn encode(d: &Delta, out: &mut Vec<u8>) {
@@ -49,6 +51,11 @@ pub fn encode(d: &Delta, out: &mut Vec<u8>) {
     let flags = flags
         | if d.site_user.is_some() {
             HAS_SITE_USER
+        } else {
+            0
+        }
+        | if d.baseline_unknown {
+            BASELINE_UNKNOWN
         } else {
             0
         };
@@ -143,6 +150,7 @@ pub fn decode(input: &[u8]) -> Result<(Delta, usize), Malformed> {
         },
         upload_factor: f32::from_le_bytes(r.take()),
         download_factor: f32::from_le_bytes(r.take()),
+        baseline_unknown: flags & BASELINE_UNKNOWN != 0,
     };
     Ok((delta, 8 + len))
 }
@@ -189,6 +197,7 @@ mod tests {
             site_user: Some(-5),
             upload_factor: 2.0,
             download_factor: 0.0,
+            baseline_unknown: true,
         }
     }
 
@@ -202,6 +211,7 @@ mod tests {
             let d = Delta { addr, ..sample(42) };
             let unnamed = Delta {
                 site_user: None,
+                baseline_unknown: false,
                 ..d.clone()
             };
             let mut buf = Vec::new();

@@ -30,6 +30,7 @@ fn delta(n: u64) -> Delta {
         site_user: None,
         upload_factor: 1.0,
         download_factor: 1.0,
+        baseline_unknown: false,
     }
 }
 
