@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bittorrent::{AnnounceRequest, Event, InfoHash, Peer, PeerId};
 use database::PgOptions;
-use privtrak::conformance::{BoxFuture, HandlerFixture, J1, Totals, batch, expected};
+use privtrak::conformance::{BoxFuture, HandlerFixture, J1, J2, Totals, batch, expected};
 use privtrak::handlers::postgres::{PostgresConfig, PostgresHandler};
 use privtrak::{DeltaHandler, Privtrak, PrivtrakConfig, UserId};
 use test_support::postgres::Postgres;
@@ -616,4 +616,121 @@ async fn a_start_without_the_database_restores_from_it_once_it_answers() {
         "1:1600 3:0 4:300 5:10"
     );
     p.shutdown().await;
+}
+
+/// Batch ids older than a week go, except each journal's and part's newest
+/// (which is what it has applied): a batch retried after the pruning is
+/// still recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_batch_ids_are_pruned_but_each_parts_newest_stays() {
+    let url = new_database();
+    let h = PostgresHandler::open(&options(&url)).await.unwrap();
+    for (first, last) in [(1, 10), (11, 20), (21, 30)] {
+        h.handle(&batch(J1, first, last)).await.unwrap();
+    }
+    h.handle(&batch(J2, 1, 5)).await.unwrap();
+    let rows = |url: &str| {
+        psql(
+            url,
+            "SELECT string_agg(format('%s:%s', substr(journal, 1, 2), last_seq), ' ' ORDER BY journal, last_seq)
+             FROM (SELECT DISTINCT journal, last_seq FROM karuta.batches) AS b",
+        )
+    };
+    assert_eq!(rows(&url), "11:10 11:20 11:30 22:5");
+    // The first two of J1 and J2's only one are eight days old.
+    psql(
+        &url,
+        "UPDATE karuta.batches SET applied_at = now() - interval '8 days' WHERE last_seq <= 20",
+    );
+    // A handler prunes at its first batch, then every ten minutes.
+    let h = PostgresHandler::open(&options(&url)).await.unwrap();
+    h.handle(&batch(J1, 31, 40)).await.unwrap();
+    assert_eq!(rows(&url), "11:30 11:40 22:5");
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM karuta.batches"),
+        (3 * privtrak::handlers::postgres::PARTS).to_string()
+    );
+    h.handle(&batch(J1, 1, 10)).await.unwrap();
+    h.handle(&batch(J2, 1, 5)).await.unwrap();
+    assert_eq!(h.applied_through(J1).await.unwrap(), 40);
+    assert_eq!(h.applied_through(J2).await.unwrap(), 5);
+    let mut want = expected(40);
+    for (key, (up, down)) in expected(5) {
+        let e = want.entry(key).or_default();
+        e.0 += up;
+        e.1 += down;
+    }
+    assert_eq!(
+        tokio::task::spawn_blocking(move || db_totals(&url))
+            .await
+            .unwrap(),
+        want
+    );
+}
+
+/// A deadlock with another session (a site's job holding `transfers` rows
+/// and then waiting for the journal's lock): PostgreSQL aborts the batch's
+/// transaction, the handler retries it, and it is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_with_another_session_is_retried_and_counted_once() {
+    let url = new_database();
+    let h = PostgresHandler::open(&options(&url)).await.unwrap();
+    h.handle(&batch(J1, 1, 10)).await.unwrap();
+    let deadlocks = |url: &str| -> u64 {
+        psql(
+            url,
+            "SELECT pg_stat_clear_snapshot(); SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap()
+    };
+    let before = deadlocks(&url);
+    // The other session locks every transfers row, waits a second, then
+    // asks for the lock the batch's transaction holds by then. It waits
+    // longer than the handler's backend before checking for a deadlock, so
+    // PostgreSQL aborts the batch's transaction, not this one.
+    let site = {
+        let url = url.clone();
+        let script = format!(
+            "SET deadlock_timeout = '10s';
+             BEGIN;
+             UPDATE karuta.transfers SET announces = announces;
+             SELECT pg_sleep(1);
+             SELECT pg_advisory_xact_lock(hashtextextended('{J1}', 0));
+             COMMIT;"
+        );
+        std::thread::spawn(move || psql(&url, &script))
+    };
+    // Once it holds the rows (it is in its sleep), the batch goes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while psql(
+        &url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+    ) == "0"
+    {
+        assert!(Instant::now() < deadline, "the other session never slept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    h.handle(&batch(J1, 11, 20)).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the batch did not wait for the other session"
+    );
+    site.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deadlocks(&url) == before {
+        assert!(Instant::now() < deadline, "PostgreSQL saw no deadlock");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.applied_through(J1).await.unwrap(), 20);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || db_totals(&url))
+            .await
+            .unwrap(),
+        expected(20)
+    );
 }
