@@ -2,8 +2,10 @@
 //! PostgreSQL started here, compared with simulated clients whose counters
 //! are known: totals in `karuta.transfers` are exact through SIGKILLs and
 //! SIGTERMs at random moments under load, and through the database stopped
-//! for 30 s under load (and `/health` says so); a libtorrent private swarm
-//! is credited what it transferred, with its snatches.
+//! for 30 s under load (and `/health` says so), through COMMIT replies lost
+//! under load, and on a new machine started while the database is down; a
+//! libtorrent private swarm is credited what it transferred, with its
+//! snatches.
 
 #[path = "clients/harness.rs"]
 mod harness;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use support::Karuta;
 use support::accounting::{Totals, Tracker, clients, drive};
 use test_support::postgres::Postgres;
+use test_support::proxy::CommitCutProxy;
 use test_support::{TempDir, free_tcp_port, free_udp_port, http};
 
 struct Setup {
@@ -146,6 +149,47 @@ fn transfers_are_exact_through_sigkills_and_sigterms_at_random_moments() {
         "{kills} kills, {terms} stops, {answered} answered"
     );
     // Every batch id once, positions never overlapping.
+    let overlaps = s.pg.psql(
+        "SELECT count(*) FROM karuta.batches a JOIN karuta.batches b
+         ON a.journal = b.journal AND a.part = b.part AND a.last_seq < b.last_seq AND b.first_seq <= a.last_seq",
+    );
+    assert_eq!(overlaps, "0");
+}
+
+/// The database's replies to COMMITs lost now and then under load (the
+/// connection cut right after the server committed): every such batch is
+/// retried and recognised by its id, never counted twice.
+#[test]
+fn transfers_are_exact_when_commit_replies_are_lost_under_load() {
+    let s = setup("pg-commit-cut");
+    let direct = format!("{}:{}", s.pg.host(), s.pg.port());
+    // The 4th COMMIT through the proxy, then every 6th: the migrations' go
+    // through; batches lose their replies from the start of the run on.
+    let proxy = CommitCutProxy::start(direct.parse().unwrap(), |n| n >= 4 && n % 6 == 4);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    support::write_config(
+        &s.config,
+        &text.replace(&format!("@{direct}/"), &format!("@{}/", proxy.addr())),
+    );
+    let mut k = Karuta::start(&s.config);
+    let mut clients = clients();
+    let truth = drive(
+        &mut clients,
+        s.tracker,
+        Duration::from_secs(10),
+        41,
+        |_| {},
+        |_| Duration::from_millis(100),
+    );
+    assert_eq!(k.stop(), Some(0), "{}", k.log());
+    let cuts = proxy.cuts();
+    assert!(cuts >= 5, "only {cuts} COMMIT replies lost");
+    let failed: u64 = clients.iter().map(|c| c.failed).sum();
+    assert_eq!(
+        failed, 0,
+        "an announce failed while COMMIT replies were lost"
+    );
+    assert_eq!(db_totals(&s.pg), truth, "{cuts} COMMIT replies lost");
     let overlaps = s.pg.psql(
         "SELECT count(*) FROM karuta.batches a JOIN karuta.batches b
          ON a.journal = b.journal AND a.part = b.part AND a.last_seq < b.last_seq AND b.first_seq <= a.last_seq",

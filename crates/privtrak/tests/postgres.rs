@@ -13,7 +13,7 @@ use privtrak::conformance::{BoxFuture, HandlerFixture, J1, J2, Totals, batch, ex
 use privtrak::handlers::postgres::{PostgresConfig, PostgresHandler};
 use privtrak::{DeltaHandler, Privtrak, PrivtrakConfig, UserId};
 use test_support::postgres::Postgres;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use test_support::proxy::CommitCutProxy;
 use tracker::config::ConfigDuration;
 
 /// One cluster for the whole test binary; each test gets a database of its own.
@@ -386,88 +386,21 @@ async fn transfers_keep_raw_bytes_credited_bytes_and_the_site_user() {
     p.shutdown().await;
 }
 
-/// A TCP proxy to `to` that, the first time it sees a COMMIT from the
-/// client, passes it on and then cuts both connections before the server's
-/// reply gets back: the transaction is committed, the client never hears.
-async fn lose_first_commit_reply(to: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cut = Arc::new(AtomicBool::new(false));
-    let fired = Arc::clone(&cut);
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let Ok(server) = tokio::net::TcpStream::connect(to).await else {
-                return;
-            };
-            let fired = Arc::clone(&fired);
-            // Whether this connection is the one cut.
-            let mine = Arc::new(AtomicBool::new(false));
-            tokio::spawn(async move {
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let upstream = async {
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                        let commit = buf[..n].windows(6).any(|w| w == b"COMMIT");
-                        if commit && !fired.swap(true, Ordering::SeqCst) {
-                            mine.store(true, Ordering::SeqCst);
-                            // Let the server commit, then drop its reply.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            return;
-                        }
-                    }
-                };
-                let downstream = async {
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        let n = match sr.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if mine.load(Ordering::SeqCst) {
-                            // Past the cut: this connection says nothing more.
-                            return;
-                        }
-                        if cw.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                };
-                tokio::select! {
-                    () = upstream => {}
-                    () = downstream => {}
-                }
-            });
-        }
-    });
-    (addr, cut)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_reply_is_lost_is_not_counted_twice() {
     let url = new_database();
     // The schema first, straight: the cut is meant for a batch's COMMIT.
     PostgresHandler::open(&options(&url)).await.unwrap();
     let pg = cluster();
-    let (proxy, cut) =
-        lose_first_commit_reply(format!("{}:{}", pg.host(), pg.port()).parse().unwrap()).await;
-    let through_proxy = url.replace(&format!("{}:{}", pg.host(), pg.port()), &proxy.to_string());
+    let direct = format!("{}:{}", pg.host(), pg.port());
+    let proxy = CommitCutProxy::start(direct.parse().unwrap(), |n| n == 1);
+    let through_proxy = url.replace(&direct, &proxy.addr().to_string());
     let mut c = options(&through_proxy);
     c.database.create_schema = false;
     let h = PostgresHandler::open(&c).await.unwrap();
     let b = batch(J1, 1, 10);
     let first = h.handle(&b).await;
-    assert!(cut.load(Ordering::SeqCst), "the proxy saw no COMMIT");
+    assert_eq!(proxy.cuts(), 1, "the proxy saw no COMMIT");
     assert!(first.is_err(), "the lost reply must look like a failure");
     // It was committed all the same; the retry is recognised by its id.
     assert_eq!(h.applied_through(J1).await.unwrap(), 10);
