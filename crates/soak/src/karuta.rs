@@ -57,11 +57,7 @@ impl Karuta {
 
     /// Sends SIGUSR1: karuta re-reads its configuration file.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .args(["-USR1", &self.pid.to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -USR1 {} failed: {status}", self.pid);
-        Ok(())
+        reload(self.pid)
     }
 
     /// Seeders plus leechers in karuta's store, as its metrics say
@@ -156,6 +152,15 @@ fn counter(path: &str, prefix: &str, name: &str) -> Option<u64> {
     let (names, mut values) = (rows.next()?, rows.next()?);
     let at = names.into_iter().position(|n| n == name)?;
     values.nth(at)?.parse().ok()
+}
+
+/// Sends SIGUSR1 to karuta's process `pid`: it re-reads its configuration.
+pub fn reload(pid: u32) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -USR1 {pid} failed: {status}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 //! ```
 //!
 //! `calibrate` keeps `--in-flight` requests going for `--duration` and prints
-//! the answers per second it got as its last line, `capacity: N requests/s`.
+//! the answers per second it got as its last line, `capacity: N requests/s`;
+//! with `--peers` at a soak's population, a `--warm-up` past its peer
+//! lifetime and `--reload-every`, that is the capacity under the soak's
+//! conditions (a full store, garbage collection, reloads).
 //! `run` sends `--rate` requests per second on a fixed schedule for
 //! `--minutes`, sends karuta a SIGUSR1 every `--reload-every`, prints a line
 //! per minute, then a summary and the verdict (`report`); it exits 0 when
@@ -78,6 +81,15 @@ enum Mode {
         /// so whether it or the driver was the limit).
         #[arg(long)]
         pid: Option<u32>,
+        /// Seconds not counted at the start (default: a quarter of the
+        /// duration, at most 5 s): long enough for karuta's store to reach
+        /// the population and its garbage collection to start removing
+        /// vanished peers, when the capacity is to be that of a soak.
+        #[arg(long, value_parser = parse_duration)]
+        warm_up: Option<Duration>,
+        /// A SIGUSR1 to `--pid` this often (0: none), as in a soak.
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        reload_every: Duration,
     },
     /// Open loop: `--rate` requests per second on a fixed schedule for
     /// `--minutes`, a line per minute, a summary and the verdict.
@@ -193,7 +205,19 @@ fn main() -> ExitCode {
                 in_flight,
                 peers,
                 pid,
-            } => calibrate(&load, duration, in_flight, peers, pid).await,
+                warm_up,
+                reload_every,
+            } => {
+                let c = Calibration {
+                    duration,
+                    in_flight,
+                    peers,
+                    pid,
+                    warm_up,
+                    reload_every,
+                };
+                c.run(&load).await
+            }
             Mode::Run {
                 load,
                 rate,
@@ -245,84 +269,114 @@ async fn drain(engine: &Rc<Engine>, limit: Duration) {
     engine.sweep();
 }
 
-async fn calibrate(
-    load: &LoadArgs,
+/// The closed-loop calibration's settings.
+struct Calibration {
     duration: Duration,
     in_flight: usize,
     peers: usize,
     pid: Option<u32>,
-) -> anyhow::Result<ExitCode> {
-    let engine = Rc::new(Engine::new(
-        load.target()?,
-        load.mix(),
-        &load.shape(peers),
-        Duration::from_secs(1),
-        Some(in_flight.max(1)),
-    )?);
-    engine.start_tasks().await?;
-    // The first quarter (at most 5 s) warms up: connections, swarms.
-    let secs = duration.as_secs().max(2) as usize;
-    let warm = (secs / 4).clamp(1, 5);
-    let counted = (secs - warm) as f64;
-    let start = engine.begin();
-    // CPU time of karuta and of the driver over the counted seconds.
-    let ticks = || {
-        let karuta = pid.and_then(|p| karuta::cpu_ticks(&p.to_string()));
-        (karuta, driver_cpu())
-    };
-    let (_, before) = tokio::join!(engine.closed_loop(start + duration), async {
-        tokio::time::sleep_until((start + Duration::from_secs(warm as u64)).into()).await;
-        ticks()
-    });
-    let after = ticks();
-    drain(&engine, load.timeout * 2).await;
+    warm_up: Option<Duration>,
+    reload_every: Duration,
+}
 
-    let stats = engine.stats.borrow();
-    let total = stats.total(warm..secs);
-    println!(
-        "calibration: {} closed loop, {in_flight} requests in flight, {:.0} % of them over HTTP ({:.0} % of those on a connection of their own); seconds {}-{secs} counted",
-        format_duration(duration),
-        load.mix().http_share * 100.0,
-        load.mix().http_close_share * 100.0,
-        warm + 1,
-    );
-    let mut capacity = 0.0;
-    for proto in Proto::ALL {
-        let c = &total.proto[proto.index()];
-        capacity += c.answered as f64 / counted;
-        println!(
-            "  {:<5} {:>9.0} answered/s, {} errors; p50 {} ms, p99 {} ms",
-            format!("{}:", proto.name()),
-            c.answered as f64 / counted,
-            group(c.errors),
-            report::ms(c.latency.quantile(0.5)),
-            report::ms(c.latency.quantile(0.99)),
-        );
-        for (text, n) in &stats.errors[proto.index()] {
-            println!("        {} x {text}", group(*n));
+impl Calibration {
+    async fn run(&self, load: &LoadArgs) -> anyhow::Result<ExitCode> {
+        let Calibration {
+            duration,
+            in_flight,
+            peers,
+            pid,
+            ..
+        } = *self;
+        let engine = Rc::new(Engine::new(
+            load.target()?,
+            load.mix(),
+            &load.shape(peers),
+            Duration::from_secs(1),
+            Some(in_flight.max(1)),
+        )?);
+        engine.start_tasks().await?;
+        // The first seconds warm up (connections, swarms; a quarter, at most
+        // 5 s, unless told).
+        let secs = duration.as_secs().max(2) as usize;
+        let warm = match self.warm_up {
+            Some(w) => (w.as_secs() as usize).clamp(1, secs - 1),
+            None => (secs / 4).clamp(1, 5),
+        };
+        let counted = (secs - warm) as f64;
+        let start = engine.begin();
+        if let Some(pid) = pid.filter(|_| !self.reload_every.is_zero()) {
+            let every = self.reload_every;
+            tokio::task::spawn_local(async move {
+                let mut at = start + every;
+                while at < start + duration {
+                    tokio::time::sleep_until(at.into()).await;
+                    if let Err(e) = karuta::reload(pid) {
+                        eprintln!("soak: {e:#}");
+                    }
+                    at += every;
+                }
+            });
         }
-    }
-    println!("  HTTP: {}", engine.connections().describe());
-    let share = |a: u64, b: u64| {
-        let ticks = b.saturating_sub(a) as f64;
-        ticks / karuta::TICKS_PER_SECOND as f64 / counted * 100.0
-    };
-    let driver = share(before.1, after.1);
-    if let (Some(a), Some(b)) = (before.0, after.0) {
-        let karuta = share(a, b);
+        // CPU time of karuta and of the driver over the counted seconds.
+        let ticks = || {
+            let karuta = pid.and_then(|p| karuta::cpu_ticks(&p.to_string()));
+            (karuta, driver_cpu())
+        };
+        let (_, before) = tokio::join!(engine.closed_loop(start + duration), async {
+            tokio::time::sleep_until((start + Duration::from_secs(warm as u64)).into()).await;
+            ticks()
+        });
+        let after = ticks();
+        drain(&engine, load.timeout * 2).await;
+
+        let stats = engine.stats.borrow();
+        let total = stats.total(warm..secs);
         println!(
-            "  CPU: karuta {karuta:.0} % of its core, the driver {driver:.0} % of its own (the busier, and so the limit: {})",
-            if karuta >= driver {
-                "karuta"
-            } else {
-                "the driver"
-            }
+            "calibration: {} closed loop, {in_flight} requests in flight, {:.0} % of them over HTTP ({:.0} % of those on a connection of their own); seconds {}-{secs} counted",
+            format_duration(duration),
+            load.mix().http_share * 100.0,
+            load.mix().http_close_share * 100.0,
+            warm + 1,
         );
-    } else {
-        println!("  CPU: the driver {driver:.0} % of its core");
+        let mut capacity = 0.0;
+        for proto in Proto::ALL {
+            let c = &total.proto[proto.index()];
+            capacity += c.answered as f64 / counted;
+            println!(
+                "  {:<5} {:>9.0} answered/s, {} errors; p50 {} ms, p99 {} ms",
+                format!("{}:", proto.name()),
+                c.answered as f64 / counted,
+                group(c.errors),
+                report::ms(c.latency.quantile(0.5)),
+                report::ms(c.latency.quantile(0.99)),
+            );
+            for (text, n) in &stats.errors[proto.index()] {
+                println!("        {} x {text}", group(*n));
+            }
+        }
+        println!("  HTTP: {}", engine.connections().describe());
+        let share = |a: u64, b: u64| {
+            let ticks = b.saturating_sub(a) as f64;
+            ticks / karuta::TICKS_PER_SECOND as f64 / counted * 100.0
+        };
+        let driver = share(before.1, after.1);
+        if let (Some(a), Some(b)) = (before.0, after.0) {
+            let karuta = share(a, b);
+            println!(
+                "  CPU: karuta {karuta:.0} % of its core, the driver {driver:.0} % of its own (the busier, and so the limit: {})",
+                if karuta >= driver {
+                    "karuta"
+                } else {
+                    "the driver"
+                }
+            );
+        } else {
+            println!("  CPU: the driver {driver:.0} % of its core");
+        }
+        println!("capacity: {capacity:.0} requests/s");
+        Ok(ExitCode::SUCCESS)
     }
-    println!("capacity: {capacity:.0} requests/s");
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The open-loop soak's settings.
