@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use support::Karuta;
 use support::accounting::{Totals, Tracker, clients, drive};
 use test_support::postgres::Postgres;
-use test_support::proxy::CommitCutProxy;
+use test_support::proxy::FaultyProxy;
 use test_support::{TempDir, free_tcp_port, free_udp_port, http};
 
 struct Setup {
@@ -165,7 +165,8 @@ fn transfers_are_exact_when_commit_replies_are_lost_under_load() {
     let direct = format!("{}:{}", s.pg.host(), s.pg.port());
     // The 4th COMMIT through the proxy, then every 6th: the migrations' go
     // through; batches lose their replies from the start of the run on.
-    let proxy = CommitCutProxy::start(direct.parse().unwrap(), |n| n >= 4 && n % 6 == 4);
+    let proxy =
+        FaultyProxy::losing_commit_replies(direct.parse().unwrap(), |n| n >= 4 && n % 6 == 4);
     let text = std::fs::read_to_string(&s.config).unwrap();
     support::write_config(
         &s.config,

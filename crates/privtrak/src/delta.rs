@@ -253,7 +253,7 @@ pub fn credit_against(d: &Delta, stored: &Baseline, lifetime: u32) -> Delta {
         uploaded: d.total_uploaded,
         downloaded: d.total_downloaded,
         left: d.left,
-        now: (d.reported_at_ms() / 1000).min(u64::from(u32::MAX)) as u32,
+        now: crate::privtrak::unix_secs(d.reported_at),
     };
     let credit = account(Some(stored), &report, lifetime)
         .credit

@@ -65,7 +65,7 @@ impl Settings {
             batch_size: c.batch_size,
             flush_interval: c.flush_interval.0,
             gc_interval: c.gc_interval.0,
-            peer_lifetime: c.peer_lifetime.0.as_secs().min(u64::from(u32::MAX)) as u32,
+            peer_lifetime: whole_secs(c.peer_lifetime.0),
             reporting_interval: c.prometheus_reporting_interval.0,
             journal_max_bytes: c.journal_max_bytes.0,
             max_wait: c.max_wait.0,
@@ -122,6 +122,11 @@ impl From<UserId> for Account {
             download_factor: 1.0,
         }
     }
+}
+
+/// Whole seconds of `d`, at most `u32::MAX`.
+pub(crate) fn whole_secs(d: Duration) -> u32 {
+    d.as_secs().min(u64::from(u32::MAX)) as u32
 }
 
 pub(crate) fn unix_secs(t: SystemTime) -> u32 {
@@ -202,7 +207,6 @@ impl Privtrak {
             });
         }
         let records = Records::new(config.shard_count);
-
         let put = |r: crate::records::PeerRecord| {
             records.update(r.user, &r.info_hash, &r.peer_id, |_, _| {
                 (Some(r.baseline), ())

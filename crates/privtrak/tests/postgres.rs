@@ -2,8 +2,7 @@
 //! handler conformance suite, the schema's rows, baselines restored from the
 //! database, a COMMIT whose reply is lost, and starts with the database away.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use privtrak::conformance::{BoxFuture, HandlerFixture, J1, J2, Totals, batch, ex
 use privtrak::handlers::postgres::{PostgresConfig, PostgresHandler};
 use privtrak::{DeltaHandler, Privtrak, PrivtrakConfig, UserId};
 use test_support::postgres::Postgres;
-use test_support::proxy::CommitCutProxy;
+use test_support::proxy::FaultyProxy;
 use tracker::config::ConfigDuration;
 
 /// One cluster for the whole test binary; each test gets a database of its own.
@@ -393,7 +392,7 @@ async fn a_commit_whose_reply_is_lost_is_not_counted_twice() {
     PostgresHandler::open(&options(&url)).await.unwrap();
     let pg = cluster();
     let direct = format!("{}:{}", pg.host(), pg.port());
-    let proxy = CommitCutProxy::start(direct.parse().unwrap(), |n| n == 1);
+    let proxy = FaultyProxy::losing_commit_replies(direct.parse().unwrap(), |n| n == 1);
     let through_proxy = url.replace(&direct, &proxy.addr().to_string());
     let mut c = options(&through_proxy);
     c.database.create_schema = false;
@@ -435,28 +434,6 @@ async fn an_unreachable_database_fails_the_start_naming_the_url_but_never_the_pa
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
 
-/// A TCP proxy to `to` that refuses connections (accepts and closes them)
-/// until the flag it returns is set: a database that is away, then back.
-async fn database_away(to: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let back = Arc::new(AtomicBool::new(false));
-    let is_back = Arc::clone(&back);
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            if !is_back.load(Ordering::SeqCst) {
-                continue;
-            }
-            tokio::spawn(async move {
-                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
-    (addr, back)
-}
-
 /// A new machine (no journal, no snapshot) starts while the database is
 /// away: announces are served, and once it answers the baselines it holds
 /// are merged in and the bytes reported meanwhile are credited against them.
@@ -488,8 +465,9 @@ async fn a_start_without_the_database_restores_from_it_once_it_answers() {
     std::fs::remove_dir_all(&c.journal_path).unwrap();
     let pg = cluster();
     let direct = format!("{}:{}", pg.host(), pg.port());
-    let (proxy, back) = database_away(direct.parse().unwrap()).await;
-    let mut o = options(&url.replace(&direct, &proxy.to_string()));
+    let proxy = FaultyProxy::start(direct.parse().unwrap());
+    proxy.refuse(true);
+    let mut o = options(&url.replace(&direct, &proxy.addr().to_string()));
     o.start_without_database = true;
     o.database.connect_timeout = ConfigDuration(Duration::from_millis(300));
     let h = Arc::new(PostgresHandler::open(&o).await.expect("starts"));
@@ -518,7 +496,7 @@ async fn a_start_without_the_database_restores_from_it_once_it_answers() {
     assert!(p.baselines_pending(), "merged while the database was away");
     assert_eq!(p.acked_through(), 0);
 
-    back.store(true, Ordering::SeqCst);
+    proxy.refuse(false);
     let deadline = Instant::now() + Duration::from_secs(20);
     while p.baselines_pending() || p.pending() > 0 {
         assert!(Instant::now() < deadline, "never restored");

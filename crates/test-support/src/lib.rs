@@ -14,8 +14,8 @@
 //!   optionally with a replica each), a node killed for failover tests.
 //! - [`postgres`]: a throwaway PostgreSQL cluster on a free port of 127.0.0.1,
 //!   with `psql`, fast and immediate stops and restarts on the same port.
-//! - [`proxy`]: a TCP proxy that loses the replies of chosen COMMITs (the
-//!   transaction committed, the client never told).
+//! - [`proxy`]: a TCP proxy that refuses connections (a database away) or
+//!   loses the replies of chosen COMMITs (committed, the client never told).
 //! - [`tls`]: self-signed certificates and acceptors for TLS servers.
 //! - [`logic`]: a tracker logic with the hooks under test on a fresh memory
 //!   store, for the tests of the frontends and the middleware.

@@ -1,7 +1,11 @@
-//! A TCP proxy on 127.0.0.1 that loses COMMIT replies: it passes bytes both
-//! ways and, for the COMMITs a rule picks, forwards the COMMIT to the
-//! server, lets it commit, and cuts the connection before the reply gets
-//! back. The transaction is committed; the client never hears.
+//! A TCP proxy on 127.0.0.1 for a database's faults: it passes bytes both
+//! ways and, when told,
+//!
+//! - refuses (accepts and closes at once) new connections: a database that
+//!   is away, back when the refusal is lifted;
+//! - for the COMMITs a rule picks, forwards the COMMIT to the server, lets
+//!   it commit, and cuts the connection before the reply gets back: the
+//!   transaction is committed, the client never hears.
 //!
 //! A COMMIT is a client message that contains the bytes `COMMIT` (the
 //! simple query `tokio-postgres` and `psql` send to end a transaction).
@@ -17,9 +21,10 @@ use std::time::Duration;
 /// Which COMMITs (numbered from 1 across all connections) lose their reply.
 pub type CutRule = dyn Fn(u64) -> bool + Send + Sync;
 
-pub struct CommitCutProxy {
+pub struct FaultyProxy {
     addr: SocketAddr,
     cuts: Arc<AtomicU64>,
+    refusing: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -30,15 +35,24 @@ struct Shared {
     cuts: Arc<AtomicU64>,
 }
 
-impl CommitCutProxy {
+impl FaultyProxy {
+    /// Proxies to `to`, faithfully.
+    pub fn start(to: SocketAddr) -> Self {
+        FaultyProxy::losing_commit_replies(to, |_| false)
+    }
+
     /// Proxies to `to`; COMMIT number `n` loses its reply when `rule(n)`.
-    pub fn start(to: SocketAddr, rule: impl Fn(u64) -> bool + Send + Sync + 'static) -> Self {
+    pub fn losing_commit_replies(
+        to: SocketAddr,
+        rule: impl Fn(u64) -> bool + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
         listener
             .set_nonblocking(true)
             .expect("a non-blocking listener");
         let addr = listener.local_addr().expect("the proxy's address");
         let cuts = Arc::new(AtomicU64::new(0));
+        let refusing = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             to,
@@ -46,10 +60,11 @@ impl CommitCutProxy {
             commits: AtomicU64::new(0),
             cuts: Arc::clone(&cuts),
         });
-        let stopped = Arc::clone(&stop);
+        let (stopped, refuse) = (Arc::clone(&stop), Arc::clone(&refusing));
         std::thread::spawn(move || {
             while !stopped.load(Ordering::SeqCst) {
                 match listener.accept() {
+                    Ok(_) if refuse.load(Ordering::SeqCst) => {}
                     Ok((client, _)) => {
                         let shared = Arc::clone(&shared);
                         std::thread::spawn(move || relay(&shared, client));
@@ -58,7 +73,18 @@ impl CommitCutProxy {
                 }
             }
         });
-        CommitCutProxy { addr, cuts, stop }
+        FaultyProxy {
+            addr,
+            cuts,
+            refusing,
+            stop,
+        }
+    }
+
+    /// Refuses new connections from now on (`true`) or accepts them again.
+    /// Connections already open stay.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// Where clients connect instead of the server.
@@ -72,7 +98,7 @@ impl CommitCutProxy {
     }
 }
 
-impl Drop for CommitCutProxy {
+impl Drop for FaultyProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }

@@ -55,6 +55,7 @@ use crate::UserId;
 use crate::delta::{Baseline, Delta, DeltaEvent, credit_against};
 use crate::handler::{BaselineSink, Batch, DeltaHandler, HandlerError, HandlerFuture};
 use crate::journal::JournalId;
+use crate::privtrak::whole_secs;
 use crate::records::PeerRecord;
 
 /// The handler's options: the database's, and whether a start may go on
@@ -125,10 +126,6 @@ pub struct PostgresHandler {
     /// privtrak's `peer_lifetime` (seconds): caps the time credited to a
     /// delta of [`Delta::baseline_unknown`].
     peer_lifetime: u32,
-}
-
-fn secs(d: Duration) -> u32 {
-    d.as_secs().min(u64::from(u32::MAX)) as u32
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -293,7 +290,7 @@ impl PostgresHandler {
             schema: OnceCell::new(),
             pruned: Mutex::new(None),
             writers: config.writers.clamp(1, PARTS),
-            peer_lifetime: secs(crate::PrivtrakConfig::default().peer_lifetime.0),
+            peer_lifetime: whole_secs(crate::PrivtrakConfig::default().peer_lifetime.0),
         };
         match handler.ready().await {
             Ok(()) => {}
@@ -330,7 +327,7 @@ impl PostgresHandler {
 
     /// Sets privtrak's `peer_lifetime` (the default is privtrak's default).
     pub fn with_peer_lifetime(mut self, lifetime: Duration) -> Self {
-        self.peer_lifetime = secs(lifetime);
+        self.peer_lifetime = whole_secs(lifetime);
         self
     }
 
