@@ -71,11 +71,10 @@ struct Shard {
     closed: Option<hashbrown::HashSet<Key>>,
 }
 
-impl Shard {
-    fn remember_closed(&mut self, user: UserId, info_hash: &InfoHash, peer_id: &PeerId) {
-        if let Some(closed) = &mut self.closed {
-            closed.insert((user, info_hash.0, peer_id.0));
-        }
+/// Adds `key` to a shard's closed set, when it keeps one.
+fn remember_closed(closed: &mut Option<hashbrown::HashSet<Key>>, key: Key) {
+    if let Some(closed) = closed {
+        closed.insert(key);
     }
 }
 
@@ -187,14 +186,14 @@ impl Records {
                         shard.users.remove(&user);
                     }
                     self.torrents.release(t);
-                    shard.remember_closed(user, info_hash, peer_id);
+                    remember_closed(&mut shard.closed, (user, info_hash.0, peer_id.0));
                 }
             }
             return out;
         }
         let (next, closed, out) = f(None, on_torrent);
         if closed {
-            shard.remember_closed(user, info_hash, peer_id);
+            remember_closed(&mut shard.closed, (user, info_hash.0, peer_id.0));
         }
         if let Some(b) = next {
             let torrent = self.torrents.acquire(info_hash);
@@ -261,9 +260,7 @@ impl Records {
                         peer_id: PeerId(r.peer_id),
                         baseline,
                     });
-                    if let Some(closed) = closed.as_mut() {
-                        closed.insert((*user, info_hash.0, r.peer_id));
-                    }
+                    remember_closed(closed, (*user, info_hash.0, r.peer_id));
                     self.torrents.release(torrent);
                     count += 1;
                     false

@@ -69,27 +69,8 @@ enum Mode {
     Calibrate {
         #[command(flatten)]
         load: LoadArgs,
-        #[arg(long, default_value = "20s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 256)]
-        in_flight: usize,
-        /// Simulated peers.
-        #[arg(long, default_value_t = 100_000)]
-        peers: usize,
-        /// karuta's process id, to print the share of its core it used (and
-        /// so whether it or the driver was the limit).
-        #[arg(long)]
-        pid: Option<u32>,
-        /// Seconds not counted at the start (default: a quarter of the
-        /// duration, at most 5 s): long enough for karuta's store to reach
-        /// the population and its garbage collection to start removing
-        /// vanished peers, when the capacity is to be that of a soak.
-        #[arg(long, value_parser = parse_duration)]
-        warm_up: Option<Duration>,
-        /// A SIGUSR1 to `--pid` this often (0: none), as in a soak.
-        #[arg(long, default_value = "0s", value_parser = parse_duration)]
-        reload_every: Duration,
+        #[command(flatten)]
+        calibration: Calibration,
     },
     /// Open loop: `--rate` requests per second on a fixed schedule for
     /// `--minutes`, a line per minute, a summary and the verdict.
@@ -199,25 +180,7 @@ fn main() -> ExitCode {
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&runtime, async {
         match cli.mode {
-            Mode::Calibrate {
-                load,
-                duration,
-                in_flight,
-                peers,
-                pid,
-                warm_up,
-                reload_every,
-            } => {
-                let c = Calibration {
-                    duration,
-                    in_flight,
-                    peers,
-                    pid,
-                    warm_up,
-                    reload_every,
-                };
-                c.run(&load).await
-            }
+            Mode::Calibrate { load, calibration } => calibration.run(&load).await,
             Mode::Run {
                 load,
                 rate,
@@ -270,12 +233,28 @@ async fn drain(engine: &Rc<Engine>, limit: Duration) {
 }
 
 /// The closed-loop calibration's settings.
+#[derive(Debug, Args)]
 struct Calibration {
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
     duration: Duration,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 256)]
     in_flight: usize,
+    /// Simulated peers.
+    #[arg(long, default_value_t = 100_000)]
     peers: usize,
+    /// karuta's process id, to print the share of its core it used (and
+    /// so whether it or the driver was the limit).
+    #[arg(long)]
     pid: Option<u32>,
+    /// Seconds not counted at the start (default: a quarter of the
+    /// duration, at most 5 s): long enough for karuta's store to reach
+    /// the population and its garbage collection to start removing
+    /// vanished peers, when the capacity is to be that of a soak.
+    #[arg(long, value_parser = parse_duration)]
     warm_up: Option<Duration>,
+    /// A SIGUSR1 to `--pid` this often (0: none), as in a soak.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
     reload_every: Duration,
 }
 

@@ -268,12 +268,11 @@ impl Sql {
                 "INSERT INTO {schema}.batches (journal, part, first_seq, last_seq, deltas)
                  SELECT $1, p, f, $4, d FROM unnest($2::int2[], $3::int8[], $5::int4[]) AS u(p, f, d)",
             ),
-            stored: db.sql(
-                "SELECT user_key, info_hash, peer_id, uploaded, downloaded, seeding, last_announce
-                 FROM {schema}.peers
+            stored: db.sql(&format!(
+                "SELECT {PEER_COLUMNS} FROM {{schema}}.peers
                  JOIN unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS k(user_key, info_hash, peer_id)
-                 USING (user_key, info_hash, peer_id)",
-            ),
+                 USING (user_key, info_hash, peer_id)"
+            )),
         }
     }
 }
@@ -650,8 +649,12 @@ impl PostgresHandler {
     }
 }
 
-/// A `peers` row selected as user_key, info_hash, peer_id, uploaded,
-/// downloaded, seeding, last_announce; `None` for keys of the wrong length.
+/// The `peers` columns [`stored_record`] reads, in its order.
+const PEER_COLUMNS: &str =
+    "user_key, info_hash, peer_id, uploaded, downloaded, seeding, last_announce";
+
+/// A `peers` row selected as [`PEER_COLUMNS`]; `None` for keys of the wrong
+/// length.
 fn stored_record(row: &database::tokio_postgres::Row) -> Option<PeerRecord> {
     let (user, ih, peer): (&[u8], &[u8], &[u8]) = (row.get(0), row.get(1), row.get(2));
     let at: SystemTime = row.get(6);
@@ -736,10 +739,7 @@ impl DeltaHandler for PostgresHandler {
             let client = db.client().await.map_err(HandlerError::new)?;
             let rows = client
                 .query_raw(
-                    &db.sql(
-                        "SELECT user_key, info_hash, peer_id, uploaded, downloaded, seeding, last_announce
-                         FROM {schema}.peers",
-                    ),
+                    &db.sql(&format!("SELECT {PEER_COLUMNS} FROM {{schema}}.peers")),
                     std::iter::empty::<&(dyn ToSql + Sync)>(),
                 )
                 .await
