@@ -3,7 +3,9 @@
 //! are known: totals in `karuta.transfers` are exact through SIGKILLs and
 //! SIGTERMs at random moments under load, and through the database stopped
 //! for 30 s under load (and `/health` says so), through COMMIT replies lost
-//! under load, and on a new machine started while the database is down; a
+//! under load, through a journal filled while the database is down (refused
+//! announces, `/health` 503, then a drain), and on a new machine started
+//! while the database is down; a
 //! libtorrent private swarm is credited what it transferred, with its
 //! snatches.
 
@@ -101,6 +103,23 @@ fn db_totals(pg: &Postgres) -> Totals {
     t
 }
 
+/// Every batch id once: no two recorded positions of a journal's part
+/// overlap.
+fn assert_no_overlapping_batches(pg: &Postgres) {
+    let overlaps = pg.psql(
+        "SELECT count(*) FROM karuta.batches a JOIN karuta.batches b
+         ON a.journal = b.journal AND a.part = b.part AND a.last_seq < b.last_seq AND b.first_seq <= a.last_seq",
+    );
+    assert_eq!(overlaps, "0");
+}
+
+/// Replaces `from` (which must be there) with `to` in the setup's config.
+fn edit_config(s: &Setup, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    assert!(text.contains(from), "{from:?} is not in the config");
+    support::write_config(&s.config, &text.replace(from, to));
+}
+
 /// Restarts at random moments while the clients announce on, alternately a
 /// SIGKILL (a crash) and a SIGTERM (a graceful stop under load, which must
 /// exit 0 having handed over what it could), then a last SIGTERM.
@@ -149,11 +168,7 @@ fn transfers_are_exact_through_sigkills_and_sigterms_at_random_moments() {
         "{kills} kills, {terms} stops, {answered} answered"
     );
     // Every batch id once, positions never overlapping.
-    let overlaps = s.pg.psql(
-        "SELECT count(*) FROM karuta.batches a JOIN karuta.batches b
-         ON a.journal = b.journal AND a.part = b.part AND a.last_seq < b.last_seq AND b.first_seq <= a.last_seq",
-    );
-    assert_eq!(overlaps, "0");
+    assert_no_overlapping_batches(&s.pg);
 }
 
 /// The database's replies to COMMITs lost now and then under load (the
@@ -167,11 +182,7 @@ fn transfers_are_exact_when_commit_replies_are_lost_under_load() {
     // through; batches lose their replies from the start of the run on.
     let proxy =
         FaultyProxy::losing_commit_replies(direct.parse().unwrap(), |n| n >= 4 && n % 6 == 4);
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    support::write_config(
-        &s.config,
-        &text.replace(&format!("@{direct}/"), &format!("@{}/", proxy.addr())),
-    );
+    edit_config(&s, &format!("@{direct}/"), &format!("@{}/", proxy.addr()));
     let mut k = Karuta::start(&s.config);
     let mut clients = clients();
     let truth = drive(
@@ -191,11 +202,7 @@ fn transfers_are_exact_when_commit_replies_are_lost_under_load() {
         "an announce failed while COMMIT replies were lost"
     );
     assert_eq!(db_totals(&s.pg), truth, "{cuts} COMMIT replies lost");
-    let overlaps = s.pg.psql(
-        "SELECT count(*) FROM karuta.batches a JOIN karuta.batches b
-         ON a.journal = b.journal AND a.part = b.part AND a.last_seq < b.last_seq AND b.first_seq <= a.last_seq",
-    );
-    assert_eq!(overlaps, "0");
+    assert_no_overlapping_batches(&s.pg);
 }
 
 fn health(ops: std::net::SocketAddr) -> (u16, String) {
@@ -275,13 +282,10 @@ fn transfers_are_exact_through_a_thirty_second_database_outage_under_load() {
 #[test]
 fn a_new_machine_started_while_the_database_is_down_is_exact_once_it_is_back() {
     let mut s = setup("pg-late");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    support::write_config(
-        &s.config,
-        &text.replace(
-            "statement_timeout: 5s",
-            "statement_timeout: 5s\n            start_without_database: true",
-        ),
+    edit_config(
+        &s,
+        "statement_timeout: 5s",
+        "statement_timeout: 5s\n            start_without_database: true",
     );
     let mut clients = clients();
     // The old machine: every client has a baseline in the database.
@@ -334,6 +338,60 @@ fn a_new_machine_started_while_the_database_is_down_is_exact_once_it_is_back() {
         truth,
         "{answered} answered, {failed} failed"
     );
+}
+
+/// PostgreSQL down until the journal is full: announces are refused with a
+/// failure reason and `/health` is 503; once the database is back the journal
+/// drains without a restart, announces are taken again, and the totals are
+/// exact.
+#[test]
+fn a_journal_filled_while_the_database_is_down_refuses_then_drains_exactly() {
+    let mut s = setup("pg-full");
+    edit_config(
+        &s,
+        "journal_sync_interval: 1ms",
+        "journal_sync_interval: 1ms\n        journal_max_bytes: 1MiB\n        max_wait: 200ms",
+    );
+    let mut k = Karuta::start(&s.config);
+    let mut clients = clients();
+    drive(
+        &mut clients,
+        s.tracker,
+        Duration::from_secs(2),
+        8,
+        |_| {},
+        |_| Duration::from_millis(100),
+    );
+    s.pg.stop_fast();
+    let failed = |c: &[support::accounting::Client]| c.iter().map(|c| c.failed).sum::<u64>();
+    let before = failed(&clients);
+    let mut rng = fastrand::Rng::with_seed(9);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while failed(&clients) == before {
+        assert!(Instant::now() < deadline, "the journal never filled");
+        let i = rng.usize(0..clients.len());
+        clients[i].step(s.tracker, &mut rng);
+    }
+    let (status, body) = health(s.ops);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("journal is full"), "{body}");
+    s.pg.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(s.ops).0 != 200 || health(s.ops).1.contains("degraded") {
+        assert!(Instant::now() < deadline, "still: {:?}", health(s.ops));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let truth = drive(
+        &mut clients,
+        s.tracker,
+        Duration::from_secs(2),
+        10,
+        |_| {},
+        |_| Duration::from_millis(100),
+    );
+    assert_eq!(k.stop(), Some(0), "{}", k.log());
+    assert_eq!(db_totals(&s.pg), truth);
+    assert_no_overlapping_batches(&s.pg);
 }
 
 #[test]
